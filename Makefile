@@ -1,0 +1,28 @@
+# The two entry points. Both build once in the release profile (tests and
+# benchmarks share it) and install missing system packages first.
+CARGO ?= cargo
+
+.PHONY: all deps build test bench bench-btree crash-soak fmt clippy
+
+all: build
+
+deps:
+	@./scripts/install-deps.sh
+
+build: deps
+	$(CARGO) build --release --workspace --all-targets
+
+test: deps
+	$(CARGO) test --release --workspace
+
+# Until ferrobench's campaigns exist, the main job is the storage engine
+# comparison: the own B+tree against redb and LMDB, table in results/btree.md.
+bench: deps
+	$(CARGO) bench -p bench --bench btree -- --quick
+	$(CARGO) run --release -p bench --bin btree-table -- target/criterion results/btree.md
+
+fmt:
+	$(CARGO) fmt --all
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets --release -- -D warnings

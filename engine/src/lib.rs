@@ -1,0 +1,5 @@
+//! ferrokv's storage engine.
+//!
+//! Layers, bottom up: `btree` (the mmap copy-on-write B+tree file), `backend`
+//! (the trait the MVCC store writes through, with the B+tree and the comparison
+//! engines behind it). Nothing here knows about raft or gRPC.
