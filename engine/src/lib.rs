@@ -3,3 +3,5 @@
 //! Layers, bottom up: `btree` (the mmap copy-on-write B+tree file), `backend`
 //! (the trait the MVCC store writes through, with the B+tree and the comparison
 //! engines behind it). Nothing here knows about raft or gRPC.
+
+pub mod btree;

@@ -1,0 +1,296 @@
+//! The writer's state between transactions (last commit, free space,
+//! pending frees) and the commit itself: allocate pages, write dirty nodes
+//! children-first, write the freelist and the meta, fdatasync once.
+
+use super::db::{Inner, Recovery, Snapshot};
+use super::error::Result;
+use super::freelist::{Extent, Freelist};
+use super::mapping::{overflow_span, Mapping};
+use super::meta::Meta;
+use super::node::{Child, Node, Val};
+use super::options::SyncMode;
+use super::page::{self, Header, PageRef, HEADER_LEN, KIND_OVERFLOW};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
+use std::sync::Arc;
+
+pub(crate) struct WriterState {
+    pub meta: Meta,
+    pub freelist: Freelist,
+    /// Pages freed by commit `txid`, waiting for readers of older snapshots.
+    pub pending: BTreeMap<u64, Vec<Extent>>,
+    pub map: Arc<Mapping>,
+    pub file_pages: u64,
+    pub recovery: Recovery,
+}
+
+impl WriterState {
+    pub fn new(meta: Meta, freelist: Freelist, map: Arc<Mapping>, recovery: Recovery) -> Self {
+        WriterState {
+            file_pages: map.pages(),
+            meta,
+            freelist,
+            pending: BTreeMap::new(),
+            map,
+            recovery,
+        }
+    }
+
+    /// Moves pending frees that no open snapshot can reach to the freelist:
+    /// pages freed by commit `t` were reachable only from snapshots < `t`.
+    pub fn release_pending(&mut self, oldest_reader: Option<u64>) {
+        let limit = oldest_reader.unwrap_or(u64::MAX);
+        let ready: Vec<u64> = self.pending.range(..=limit).map(|(&t, _)| t).collect();
+        for t in ready {
+            for extent in self.pending.remove(&t).expect("key listed above") {
+                self.freelist.free(extent);
+            }
+        }
+    }
+}
+
+/// Counts of one commit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CommitInfo {
+    pub txid: u64,
+    pub pages_written: u64,
+    pub pages_freed: u64,
+    pub fsyncs: u32,
+}
+
+/// Largest contiguous run of pages gathered before one pwrite.
+const RUN_BYTES_MAX: usize = 4 << 20;
+
+/// Allocates pages and writes them, merging consecutive pages into one pwrite.
+pub(crate) struct PageWriter<'a> {
+    pub inner: &'a Inner,
+    pub map: &'a Mapping,
+    pub freelist: &'a mut Freelist,
+    pub txid: u64,
+    pub page_size: usize,
+    pub high_water: u64,
+    pub file_pages: u64,
+    pub pages_written: u64,
+    run_start: u64,
+    run: Vec<u8>,
+}
+
+impl<'a> PageWriter<'a> {
+    pub fn new(inner: &'a Inner, map: &'a Mapping, freelist: &'a mut Freelist, txid: u64, high_water: u64, file_pages: u64) -> Self {
+        PageWriter {
+            inner,
+            map,
+            freelist,
+            txid,
+            page_size: inner.page_size,
+            high_water,
+            file_pages,
+            pages_written: 0,
+            run_start: 0,
+            run: Vec::new(),
+        }
+    }
+
+    pub fn alloc(&mut self, n: u64) -> Result<u64> {
+        if let Some(pgid) = self.freelist.allocate(n) {
+            return Ok(pgid);
+        }
+        let pgid = self.high_water;
+        self.high_water += n;
+        if self.high_water > self.file_pages {
+            self.grow()?;
+        }
+        Ok(pgid)
+    }
+
+    fn grow(&mut self) -> Result<()> {
+        let opts = &self.inner.opts;
+        let ps = self.page_size as u64;
+        let step = (self.file_pages * ps / 8).clamp(opts.grow_step_min_bytes, opts.grow_step_max_bytes) / ps;
+        let pages = self.high_water.max(self.file_pages + step.max(1));
+        let file = &self.inner.file;
+        allocate(file, self.file_pages * ps, (pages - self.file_pages) * ps).map_err(|e| self.inner.io(e))?;
+        self.file_pages = pages;
+        Ok(())
+    }
+
+    /// Queues a finished page span for writing.
+    pub fn write(&mut self, pgid: u64, buf: &[u8]) -> Result<()> {
+        debug_assert_eq!(buf.len() % self.page_size, 0);
+        let span = (buf.len() / self.page_size) as u64;
+        self.map.invalidate(pgid, span);
+        let run_pages = (self.run.len() / self.page_size) as u64;
+        if !self.run.is_empty() && (self.run_start + run_pages != pgid || self.run.len() >= RUN_BYTES_MAX) {
+            self.flush()?;
+        }
+        if self.run.is_empty() {
+            self.run_start = pgid;
+        }
+        self.run.extend_from_slice(buf);
+        self.pages_written += span;
+        Ok(())
+    }
+
+    pub fn flush(&mut self) -> Result<()> {
+        if self.run.is_empty() {
+            return Ok(());
+        }
+        let at = self.run_start * self.page_size as u64;
+        self.inner.file.write_all_at(&self.run, at).map_err(|e| self.inner.io(e))?;
+        self.run.clear();
+        Ok(())
+    }
+
+    /// Writes a dirty subtree, children first; returns the link to its root.
+    pub fn write_child(&mut self, child: Child) -> Result<PageRef> {
+        let mut node = match child {
+            Child::Clean(link) => return Ok(link),
+            Child::Dirty(node) => node,
+        };
+        match node.as_mut() {
+            Node::Leaf(entries) => {
+                for e in entries.iter_mut() {
+                    if let Val::Big(v) = &e.val {
+                        let len = v.len() as u32;
+                        let link = self.write_overflow(v)?;
+                        e.val = Val::Overflow { link, len };
+                    }
+                }
+            }
+            Node::Branch(entries) => {
+                for e in entries.iter_mut() {
+                    let child = std::mem::replace(&mut e.child, Child::Clean(PageRef::default()));
+                    e.child = Child::Clean(self.write_child(child)?);
+                }
+            }
+        }
+        let pgid = self.alloc(1)?;
+        let mut buf = vec![0u8; self.page_size];
+        let checksum = node.encode(&mut buf, pgid, self.txid);
+        self.write(pgid, &buf)?;
+        Ok(PageRef {
+            pgid,
+            checksum,
+            txid: self.txid,
+        })
+    }
+
+    fn write_overflow(&mut self, value: &[u8]) -> Result<PageRef> {
+        let span = overflow_span(value.len(), self.page_size);
+        let pgid = self.alloc(span)?;
+        let mut buf = vec![0u8; span as usize * self.page_size];
+        Header::write(&mut buf, pgid, self.txid, KIND_OVERFLOW, 0, span as u32);
+        buf[HEADER_LEN..HEADER_LEN + value.len()].copy_from_slice(value);
+        let checksum = page::seal(&mut buf);
+        self.write(pgid, &buf)?;
+        Ok(PageRef {
+            pgid,
+            checksum,
+            txid: self.txid,
+        })
+    }
+}
+
+/// Grows the file with allocated blocks where the filesystem supports it,
+/// so later overwrites need no block allocation inside the commit's fsync.
+fn allocate(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
+    // SAFETY: fallocate on a descriptor we own; no memory is passed.
+    let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, offset as libc::off_t, len as libc::off_t) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => file.set_len(offset + len),
+        _ => Err(err),
+    }
+}
+
+/// Everything a commit needs from its transaction.
+pub(crate) struct CommitInput {
+    pub catalog: Child,
+    pub freed: Vec<Extent>,
+}
+
+/// Writes the commit `txid` and publishes it. On error the caller poisons
+/// the database: the in-memory allocator may disagree with the file.
+pub(crate) fn commit(inner: &Inner, state: &mut WriterState, txid: u64, input: CommitInput) -> Result<CommitInfo> {
+    let CommitInput { catalog, mut freed } = input;
+    let ps = inner.page_size;
+    let old = state.meta;
+    assert_eq!(txid, old.txid + 1, "commits are consecutive");
+    let map = state.map.clone();
+    let mut w = PageWriter::new(inner, &map, &mut state.freelist, txid, old.high_water, state.file_pages);
+    let catalog = w.write_child(catalog)?;
+
+    // The freelist span written by the previous commit is freed by this one.
+    if old.freelist.pgid != 0 {
+        freed.push(Extent {
+            start: old.freelist.pgid,
+            len: old.freelist_span as u64,
+        });
+    }
+    let pending_count: usize = state.pending.values().map(Vec::len).sum();
+    // +1: allocating the freelist span may split one free extent in two.
+    let upper = w.freelist.extent_count() + pending_count + freed.len() + 1;
+    let (freelist, freelist_span) = if upper == 1 {
+        (PageRef::default(), 0)
+    } else {
+        let span = super::freelist::Freelist::span_for(upper, ps);
+        let pgid = w.alloc(span as u64)?;
+        let mut extents: Vec<Extent> = w.freelist.extents().collect();
+        extents.extend(state.pending.values().flatten().copied());
+        extents.extend(freed.iter().copied());
+        assert!(extents.len() < upper);
+        let mut buf = Freelist::encode(&extents, pgid, span, txid, ps);
+        let checksum = page::seal(&mut buf);
+        w.write(pgid, &buf)?;
+        (PageRef { pgid, checksum, txid }, span)
+    };
+    w.flush()?;
+    let pages_written = w.pages_written;
+    let high_water = w.high_water;
+    let file_pages = w.file_pages;
+    drop(w);
+
+    let meta = Meta {
+        page_size: ps as u32,
+        txid,
+        catalog,
+        freelist,
+        freelist_span,
+        high_water,
+    };
+    let io = |e| inner.io(e);
+    let mut fsyncs = 0;
+    if inner.opts.sync == SyncMode::Double {
+        inner.file.sync_data().map_err(io)?;
+        fsyncs += 1;
+    }
+    inner.file.write_all_at(&meta.encode(ps), meta.slot() * ps as u64).map_err(io)?;
+    if inner.opts.sync != SyncMode::None {
+        inner.file.sync_data().map_err(io)?;
+        fsyncs += 1;
+    }
+
+    let pages_freed = freed.iter().map(|e| e.len).sum();
+    state.pending.insert(txid, freed);
+    state.meta = meta;
+    if file_pages != state.map.pages() {
+        state.file_pages = file_pages;
+        state.map = Arc::new(Mapping::new(&inner.file, file_pages * ps as u64, ps, &inner.path)?);
+    }
+    inner.publish(Snapshot {
+        meta,
+        map: state.map.clone(),
+    });
+    Ok(CommitInfo {
+        txid,
+        pages_written,
+        pages_freed,
+        fsyncs,
+    })
+}
+

@@ -1,0 +1,142 @@
+//! The read-only memory map of the file, shared by every transaction that
+//! started while it was current. Growing the file creates a new mapping; an
+//! old one lives until its last reader drops it, so remapping never waits
+//! for readers and readers never wait for a remap.
+//!
+//! Checksums are verified the first time a page is read through a mapping
+//! and remembered in a bitmap, so hot pages cost one atomic load instead of
+//! a hash per access. The writer clears a page's bit before it rewrites the
+//! page (possible only once no snapshot can reach it).
+
+use super::error::{Error, Result};
+use super::node::PageView;
+use super::page::{self, Header, PageRef, HEADER_LEN, KIND_FREELIST, KIND_OVERFLOW};
+use memmap2::{Mmap, MmapOptions};
+use std::fs::File;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub struct Mapping {
+    mmap: Mmap,
+    page_size: usize,
+    verified: Box<[AtomicU64]>,
+}
+
+impl Mapping {
+    pub fn new(file: &File, len: u64, page_size: usize, path: &Path) -> Result<Mapping> {
+        assert!(len as usize % page_size == 0, "file length is a whole number of pages");
+        // SAFETY: the map is read-only and private to this process's view of
+        // a file it holds an exclusive flock on (Db::open). Pages reachable
+        // from any live snapshot are never rewritten (copy-on-write plus the
+        // reader registry), and the file is never shrunk while mapped, so
+        // every slice handed out stays valid and unchanged for its lifetime.
+        // Tests: btree_model (snapshots stay stable across commits and
+        // growth) and btree_crash.
+        let mmap = unsafe { MmapOptions::new().len(len as usize).map(file) }.map_err(|source| {
+            Error::Io {
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
+        #[cfg(unix)]
+        let _ = mmap.advise(memmap2::Advice::Random);
+        let pages = len / page_size as u64;
+        let words = pages.div_ceil(64) as usize;
+        let verified = (0..words).map(|_| AtomicU64::new(0)).collect();
+        Ok(Mapping {
+            mmap,
+            page_size,
+            verified,
+        })
+    }
+
+    pub fn pages(&self) -> u64 {
+        (self.mmap.len() / self.page_size) as u64
+    }
+
+    pub fn page_size(&self) -> usize {
+        self.page_size
+    }
+
+    /// The raw bytes of `span` pages from `pgid`, bounds checked.
+    pub fn raw(&self, pgid: u64, span: u64) -> Result<&[u8]> {
+        let end = pgid.checked_add(span).filter(|&e| e <= self.pages());
+        match end {
+            Some(end) => Ok(&self.mmap[pgid as usize * self.page_size..end as usize * self.page_size]),
+            None => Err(Error::corrupt(
+                pgid,
+                format!("span of {span} pages runs past the end of the file ({} pages)", self.pages()),
+            )),
+        }
+    }
+
+    fn is_verified(&self, pgid: u64) -> bool {
+        let word = &self.verified[(pgid / 64) as usize];
+        word.load(Ordering::Acquire) & (1 << (pgid % 64)) != 0
+    }
+
+    fn mark_verified(&self, pgid: u64) {
+        self.verified[(pgid / 64) as usize].fetch_or(1 << (pgid % 64), Ordering::AcqRel);
+    }
+
+    /// Forgets that pages were verified: called by the writer before it
+    /// overwrites pages inside this mapping.
+    pub fn invalidate(&self, pgid: u64, span: u64) {
+        for p in pgid..(pgid + span).min(self.pages()) {
+            self.verified[(p / 64) as usize].fetch_and(!(1 << (p % 64)), Ordering::AcqRel);
+        }
+    }
+
+    /// A span checked against its link: fully hashed on first use, and on
+    /// later uses the stored checksum, page id and txid are still compared
+    /// with the link so a stale parent is caught.
+    fn span(&self, link: &PageRef, span: u64, kind: Option<u8>) -> Result<(&[u8], Header)> {
+        let buf = self.raw(link.pgid, span)?;
+        let header = if self.is_verified(link.pgid) {
+            let h = Header::read(buf);
+            if h.checksum != link.checksum || h.pgid != link.pgid || h.txid != link.txid {
+                return page::verify(buf, link).map(|_| unreachable!("fast path disagreed"));
+            }
+            h
+        } else {
+            let h = page::verify(buf, link)?;
+            self.mark_verified(link.pgid);
+            h
+        };
+        if let Some(kind) = kind.filter(|&k| k != header.kind) {
+            return Err(Error::corrupt(
+                link.pgid,
+                format!("expected a {} page, found kind {}", page::kind_name(kind), header.kind),
+            ));
+        }
+        if header.span as u64 != span {
+            return Err(Error::corrupt(
+                link.pgid,
+                format!("header spans {} pages, expected {span}", header.span),
+            ));
+        }
+        Ok((buf, header))
+    }
+
+    /// A branch or leaf page.
+    pub fn node(&self, link: &PageRef) -> Result<PageView<'_>> {
+        let (buf, header) = self.span(link, 1, None)?;
+        PageView::new(buf, header)
+    }
+
+    /// The bytes of an overflow value of `len` bytes.
+    pub fn overflow(&self, link: &PageRef, len: u32) -> Result<&[u8]> {
+        let span = overflow_span(len as usize, self.page_size);
+        let (buf, _) = self.span(link, span, Some(KIND_OVERFLOW))?;
+        Ok(&buf[HEADER_LEN..HEADER_LEN + len as usize])
+    }
+
+    pub fn freelist(&self, link: &PageRef, span: u32) -> Result<&[u8]> {
+        Ok(self.span(link, span as u64, Some(KIND_FREELIST))?.0)
+    }
+}
+
+/// Pages of an overflow span holding `len` value bytes.
+pub fn overflow_span(len: usize, page_size: usize) -> u64 {
+    (HEADER_LEN + len).div_ceil(page_size) as u64
+}
