@@ -1,0 +1,56 @@
+//! Child process of the B+tree crash test (engine/tests/btree_crash.rs).
+//!
+//! Usage: btree-crash-child <db path> <single|double>
+//!
+//! Opens the file, resumes after the commit recorded under the `commit`
+//! marker key, and commits forever: commit `n` applies `workload(n)` and
+//! sets the marker to `n`. After each commit returns (durable), prints `n`
+//! on stdout. The parent SIGKILLs it at a random moment.
+
+use engine::btree::{Db, Options, SyncMode};
+use std::io::Write;
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let path = args.next().expect("db path");
+    let sync = match args.next().as_deref() {
+        Some("double") => SyncMode::Double,
+        _ => SyncMode::Single,
+    };
+    let opts = Options {
+        sync,
+        initial_size_bytes: 64 * 1024,
+        grow_step_min_bytes: 64 * 1024,
+        ..Options::default()
+    };
+    let db = Db::open(&path, opts).expect("open");
+    let mut next = {
+        let rx = db.begin_read().expect("read");
+        match rx.bucket(crash_workload::BUCKET) {
+            Ok(b) => crash_workload::marker(b.get(crash_workload::MARKER).expect("marker")) + 1,
+            Err(_) => 1,
+        }
+    };
+    let stdout = std::io::stdout();
+    loop {
+        let mut tx = db.begin_write().expect("begin");
+        tx.create_bucket(crash_workload::BUCKET).expect("bucket");
+        for op in crash_workload::workload(next) {
+            match op {
+                crash_workload::Op::Put(k, v) => tx.put(crash_workload::BUCKET, &k, &v).expect("put"),
+                crash_workload::Op::Delete(k) => {
+                    tx.delete(crash_workload::BUCKET, &k).expect("delete");
+                }
+            }
+        }
+        tx.put(crash_workload::BUCKET, crash_workload::MARKER, &next.to_le_bytes()).expect("marker");
+        tx.commit().expect("commit");
+        let mut out = stdout.lock();
+        writeln!(out, "{next}").expect("stdout");
+        out.flush().expect("flush");
+        next += 1;
+    }
+}
+
+#[path = "../../tests/common/crash_workload.rs"]
+mod crash_workload;
