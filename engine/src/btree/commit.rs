@@ -9,7 +9,8 @@ use super::mapping::{overflow_span, Mapping};
 use super::meta::Meta;
 use super::node::{Child, Node, Val};
 use super::options::SyncMode;
-use super::page::{self, Header, PageRef, HEADER_LEN, KIND_OVERFLOW};
+use super::page::{self, Header, PageRef, HEADER_LEN, KIND_OVERFLOW, PAGE_REF_LEN};
+use super::tree::{self, Ctx};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -211,18 +212,37 @@ fn allocate(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
 /// Everything a commit needs from its transaction.
 pub(crate) struct CommitInput {
     pub catalog: Child,
+    /// Buckets changed by the transaction, with their (dirty) roots.
+    pub buckets: Vec<(Vec<u8>, Child)>,
     pub freed: Vec<Extent>,
 }
 
 /// Writes the commit `txid` and publishes it. On error the caller poisons
 /// the database: the in-memory allocator may disagree with the file.
 pub(crate) fn commit(inner: &Inner, state: &mut WriterState, txid: u64, input: CommitInput) -> Result<CommitInfo> {
-    let CommitInput { catalog, mut freed } = input;
+    let CommitInput {
+        mut catalog,
+        buckets,
+        mut freed,
+    } = input;
     let ps = inner.page_size;
     let old = state.meta;
     assert_eq!(txid, old.txid + 1, "commits are consecutive");
     let map = state.map.clone();
     let mut w = PageWriter::new(inner, &map, &mut state.freelist, txid, old.high_water, state.file_pages);
+    // Bucket trees first; their new roots then go into the catalog, whose
+    // copy-on-write frees pages into this commit's pending list.
+    for (name, root) in buckets {
+        let link = w.write_child(root)?;
+        let mut value = vec![0u8; PAGE_REF_LEN];
+        link.encode(&mut value);
+        let mut ctx = Ctx {
+            map: &map,
+            freed: &mut freed,
+            page_size: ps,
+        };
+        tree::insert(&mut ctx, &mut catalog, &name, Val::Inline(value))?;
+    }
     let catalog = w.write_child(catalog)?;
 
     // The freelist span written by the previous commit is freed by this one.

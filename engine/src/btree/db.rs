@@ -5,7 +5,8 @@ use super::commit::WriterState;
 use super::error::{Error, Result};
 use super::freelist::Freelist;
 use super::mapping::Mapping;
-use super::meta::{Meta, META_LEN};
+use super::meta::Meta;
+use super::options::MAX_PAGE_SIZE;
 use super::node::{LeafVal, Node};
 use super::options::{valid_page_size, Options};
 use super::page::PageRef;
@@ -251,8 +252,9 @@ fn recover(file: &File, opts: &Options, path: &Path) -> Result<(Meta, Mapping, R
         source,
     };
     let len = file.metadata().map_err(io)?.len();
+    // Reads up to the largest page size; Meta::decode takes what it needs.
     let read = |at: u64| -> Vec<u8> {
-        let mut buf = vec![0u8; META_LEN];
+        let mut buf = vec![0u8; MAX_PAGE_SIZE.min(len.saturating_sub(at) as usize)];
         match file.read_exact_at(&mut buf, at) {
             Ok(()) => buf,
             Err(_) => Vec::new(),

@@ -1,7 +1,7 @@
 //! The two meta pages (page 0 and page 1). Commit `txid` writes slot
 //! `txid % 2`, so the previous commit's meta is never overwritten by the
-//! commit that follows it. The meta's checksum covers only its first
-//! `META_LEN` bytes, so a meta can be verified before the page size is known.
+//! commit that follows it. The meta's checksum covers its whole page; the
+//! fields sit in the first `META_LEN` bytes and the rest must be zero.
 
 use super::error::{Error, Result};
 use super::page::{self, get_u32, get_u64, put_u32, put_u64, PageRef, HEADER_LEN, KIND_META};
@@ -10,7 +10,7 @@ use std::path::Path;
 /// "FKVBTREE" read as a little-endian u64.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"FKVBTREE");
 pub const VERSION: u32 = 1;
-/// Bytes of a meta page covered by its checksum; the rest of the page is zero.
+/// Bytes of a meta page that hold fields; the rest of the page is zero.
 pub const META_LEN: usize = 128;
 
 const OFF_MAGIC: usize = HEADER_LEN; // 32
@@ -52,14 +52,15 @@ impl Meta {
         put_u32(&mut buf, OFF_FREELIST_SPAN, self.freelist_span);
         put_u64(&mut buf, OFF_HIGH_WATER, self.high_water);
         put_u64(&mut buf, OFF_KEY_COUNT, 0);
-        let sum = page::checksum(&buf[..META_LEN]);
-        put_u64(&mut buf, 0, sum);
+        page::seal(&mut buf);
         buf
     }
 
     /// Decodes and validates a meta page read from `slot`. Format problems
     /// (wrong magic, version) are reported as such so that opening a foreign
     /// file gives a clear error rather than "corrupt".
+    /// `buf` holds at least the page (more is ignored): the page size is
+    /// read from the meta itself and then covered by its checksum.
     pub fn decode(buf: &[u8], slot: u64, path: &Path) -> Result<Meta> {
         if buf.len() < META_LEN {
             return Err(Error::corrupt(slot, "meta page truncated"));
@@ -71,8 +72,13 @@ impl Meta {
                 found: magic,
             });
         }
+        let page_size = get_u32(buf, OFF_PAGE_SIZE) as usize;
+        if !super::valid_page_size(page_size) || buf.len() < page_size {
+            return Err(Error::corrupt(slot, format!("meta names page size {page_size}")));
+        }
+        let buf = &buf[..page_size];
         let stored = get_u64(buf, 0);
-        let actual = page::checksum(&buf[..META_LEN]);
+        let actual = page::checksum(buf);
         if stored != actual {
             return Err(Error::corrupt(
                 slot,
@@ -157,7 +163,7 @@ mod tests {
         let path = Path::new("x");
         assert_eq!(Meta::decode(&buf, 1, path).unwrap(), meta);
         assert!(Meta::decode(&buf, 0, path).is_err(), "wrong slot must fail");
-        for at in [0usize, 9, 33, 50, 100, 127] {
+        for at in [0usize, 9, 33, 50, 100, 127, 2048, 4095] {
             let mut bad = buf.clone();
             bad[at] ^= 0x10;
             assert!(Meta::decode(&bad, 1, path).is_err(), "flip at {at} undetected");

@@ -45,8 +45,11 @@ impl Default for Options {
     }
 }
 
+pub const MIN_PAGE_SIZE: usize = 1024;
+pub const MAX_PAGE_SIZE: usize = 32768;
+
 pub fn valid_page_size(page_size: usize) -> bool {
-    page_size.is_power_of_two() && (1024..=32768).contains(&page_size)
+    page_size.is_power_of_two() && (MIN_PAGE_SIZE..=MAX_PAGE_SIZE).contains(&page_size)
 }
 
 impl Options {

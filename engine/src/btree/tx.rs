@@ -8,7 +8,7 @@ use super::freelist::Extent;
 use super::mapping::Mapping;
 use super::node::{Child, Node, Val};
 use super::options::{inline_fits, max_key_len, MAX_VALUE_LEN};
-use super::page::{PageRef, PAGE_REF_LEN};
+use super::page::PageRef;
 use super::tree::{self, Ctx};
 use parking_lot::{ArcMutexGuard, RawMutex};
 use std::collections::BTreeMap;
@@ -311,41 +311,17 @@ impl WriteTx {
     }
 
     fn commit_inner(&mut self) -> Result<CommitInfo> {
-        let page_size = self.inner.page_size;
-        let buckets = std::mem::take(&mut self.buckets);
-        let mut catalog = std::mem::replace(&mut self.catalog, Child::Clean(PageRef::default()));
-        let mut freed = std::mem::take(&mut self.freed);
-        let state = &mut *self.state;
-        {
-            let mut w = commit::PageWriter::new(
-                &self.inner,
-                &self.map,
-                &mut state.freelist,
-                self.txid,
-                state.meta.high_water,
-                state.file_pages,
-            );
-            let mut links = Vec::new();
-            for (name, open) in buckets {
-                if open.dirty {
-                    links.push((name, w.write_child(open.root)?));
-                }
-            }
-            w.flush()?;
-            state.meta.high_water = w.high_water;
-            state.file_pages = w.file_pages;
-            let mut ctx = Ctx {
-                map: &self.map,
-                freed: &mut freed,
-                page_size,
-            };
-            for (name, link) in links {
-                let mut value = vec![0u8; PAGE_REF_LEN];
-                link.encode(&mut value);
-                tree::insert(&mut ctx, &mut catalog, &name, Val::Inline(value))?;
-            }
-        }
-        commit::commit(&self.inner, state, self.txid, CommitInput { catalog, freed })
+        let buckets = std::mem::take(&mut self.buckets)
+            .into_iter()
+            .filter(|(_, open)| open.dirty)
+            .map(|(name, open)| (name, open.root))
+            .collect();
+        let input = CommitInput {
+            catalog: std::mem::replace(&mut self.catalog, Child::Clean(PageRef::default())),
+            buckets,
+            freed: std::mem::take(&mut self.freed),
+        };
+        commit::commit(&self.inner, &mut self.state, self.txid, input)
     }
 
     /// Discards every change.

@@ -1,0 +1,294 @@
+//! A commit left half on disk, and damaged pages: open falls back to the
+//! previous commit when the newest one is incomplete, and a damaged page of
+//! an older commit is an error naming the page, never garbage or a panic.
+
+use engine::btree::{Db, Error, Options};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+const PS: usize = 4096;
+
+fn contents(db: &Db) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    let rx = db.begin_read().unwrap();
+    rx.bucket(b"b")
+        .unwrap()
+        .range(std::ops::Bound::Unbounded, std::ops::Bound::Unbounded)
+        .map(|r| {
+            let (k, v) = r.unwrap();
+            (k.to_vec(), v.to_vec())
+        })
+        .collect()
+}
+
+/// Commit 2 fills a bucket (many leaves, branches, overflow values); returns
+/// the file bytes and contents after it, then applies commit 3 (a scattered
+/// update touching many pages) and returns the bytes after that.
+fn two_commits(path: &Path) -> (Vec<u8>, BTreeMap<Vec<u8>, Vec<u8>>, Vec<u8>, BTreeMap<Vec<u8>, Vec<u8>>) {
+    let db = Db::open(path, Options::default()).unwrap();
+    let mut tx = db.begin_write().unwrap();
+    tx.create_bucket(b"b").unwrap();
+    for i in 0u32..3000 {
+        let len = if i % 97 == 0 { 9000 } else { 60 };
+        tx.put(b"b", format!("key{i:05}").as_bytes(), &vec![i as u8; len]).unwrap();
+    }
+    tx.commit().unwrap();
+    let before = contents(&db);
+    drop(db);
+    let bytes_before = std::fs::read(path).unwrap();
+    let db = Db::open(path, Options::default()).unwrap();
+    let mut tx = db.begin_write().unwrap();
+    for i in (0u32..3000).step_by(211) {
+        tx.put(b"b", format!("key{i:05}").as_bytes(), &vec![0xee; if i % 2 == 0 { 7000 } else { 80 }]).unwrap();
+    }
+    tx.delete(b"b", b"key00001").unwrap();
+    let info = tx.commit().unwrap();
+    assert!(info.pages_written > 10, "commit 3 touches many pages");
+    let after = contents(&db);
+    drop(db);
+    let bytes_after = std::fs::read(path).unwrap();
+    (bytes_before, before, bytes_after, after)
+}
+
+fn changed_pages(a: &[u8], b: &[u8]) -> Vec<usize> {
+    let pages = a.len().max(b.len()) / PS;
+    (0..pages)
+        .filter(|&p| a.get(p * PS..(p + 1) * PS) != b.get(p * PS..(p + 1) * PS))
+        .collect()
+}
+
+fn restore_page(file: &mut [u8], old: &[u8], p: usize) {
+    let range = p * PS..(p + 1) * PS;
+    match old.get(range.clone()) {
+        Some(src) => file[range].copy_from_slice(src),
+        None => file[range].fill(0), // the page did not exist before the commit
+    }
+}
+
+#[test]
+fn commit_with_some_pages_unwritten_falls_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let (old, before, new, after) = two_commits(&path);
+    let changed = changed_pages(&old, &new);
+    let meta_slot = 1; // commit 3 writes meta page 3 % 2
+    assert!(changed.contains(&meta_slot));
+    let data: Vec<usize> = changed.iter().copied().filter(|&p| p >= 2).collect();
+    assert!(data.len() > 10);
+
+    // The intact commit opens at txid 3 with the new contents.
+    std::fs::write(&path, &new).unwrap();
+    let db = Db::open(&path, Options::default()).unwrap();
+    assert_eq!(db.recovery().txid, 3);
+    assert_eq!(contents(&db), after);
+    drop(db);
+
+    // Each page of the commit missing on its own (meta written): fall back.
+    let mut cases: Vec<Vec<usize>> = data.iter().map(|&p| vec![p]).collect();
+    // ... and every other page missing, and all but one.
+    cases.push(data.iter().copied().step_by(2).collect());
+    cases.push(data[1..].to_vec());
+    for missing in cases {
+        let mut torn = new.clone();
+        for &p in &missing {
+            restore_page(&mut torn, &old, p);
+        }
+        std::fs::write(&path, &torn).unwrap();
+        let db = Db::open(&path, Options::default()).unwrap();
+        let rec = db.recovery();
+        assert_eq!(rec.txid, 2, "pages {missing:?} missing must fall back to commit 2");
+        assert!(rec.skipped_newer.is_some());
+        assert_eq!(contents(&db), before);
+        let report = db.check().unwrap();
+        assert!(report.is_ok(), "{:?}", report.errors);
+        // The file stays writable: the next commit reuses txid 3 cleanly.
+        let mut tx = db.begin_write().unwrap();
+        tx.put(b"b", b"after-recovery", b"ok").unwrap();
+        assert_eq!(tx.commit().unwrap().txid, 3);
+        assert!(db.check().unwrap().is_ok());
+    }
+
+    // Pages written but the meta not: the previous commit, silently.
+    let mut torn = new.clone();
+    restore_page(&mut torn, &old, meta_slot);
+    std::fs::write(&path, &torn).unwrap();
+    let db = Db::open(&path, Options::default()).unwrap();
+    assert_eq!(db.recovery().txid, 2);
+    assert_eq!(contents(&db), before);
+}
+
+#[test]
+fn flipped_byte_in_a_new_page_or_the_new_meta_falls_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let (old, before, new, _) = two_commits(&path);
+    let changed = changed_pages(&old, &new);
+    for &p in &changed {
+        for at in [9usize, 40, 100, PS / 2, PS - 1] {
+            let mut bad = new.clone();
+            bad[p * PS + at] ^= 0x40;
+            std::fs::write(&path, &bad).unwrap();
+            let db = Db::open(&path, Options::default())
+                .unwrap_or_else(|e| panic!("flip in page {p} at {at}: open failed: {e}"));
+            assert_eq!(db.recovery().txid, 2, "flip in page {p} at {at}");
+            assert_eq!(contents(&db), before);
+        }
+    }
+}
+
+#[test]
+fn flipped_byte_in_an_old_page_is_reported_with_its_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let (old, _, new, _) = two_commits(&path);
+    let changed = changed_pages(&old, &new);
+    // Leaves written by commit 2 that commit 3 left alone; the first one
+    // still reachable (not freed by commit 3) is the victim.
+    let candidates: Vec<usize> = (2..old.len() / PS)
+        .filter(|&p| {
+            let page = &new[p * PS..(p + 1) * PS];
+            !changed.contains(&p) && page[24] == 3 && u64::from_le_bytes(page[16..24].try_into().unwrap()) == 2
+        })
+        .collect();
+    for victim in candidates {
+        let mut bad = new.clone();
+        bad[victim * PS + 1000] ^= 1;
+        std::fs::write(&path, &bad).unwrap();
+
+        // The newest commit is intact, so open succeeds at txid 3 ...
+        let db = Db::open(&path, Options::default()).unwrap();
+        assert_eq!(db.recovery().txid, 3);
+        let rx = db.begin_read().unwrap();
+        let report = rx.check();
+        if report.is_ok() {
+            continue; // a page commit 3 freed: not reachable, harmless
+        }
+        assert!(report.errors.iter().any(|e| e.contains(&format!("page {victim}"))), "{:?}", report.errors);
+        // ... and reading through the damaged page is an error naming it.
+        let b = rx.bucket(b"b").unwrap();
+        let mut errors = 0;
+        for i in 0u32..3000 {
+            match b.get(format!("key{i:05}").as_bytes()) {
+                Ok(_) => {}
+                Err(Error::Corrupt { pgid, .. }) => {
+                    assert_eq!(pgid, victim as u64);
+                    errors += 1;
+                }
+                Err(e) => panic!("unexpected error {e}"),
+            }
+        }
+        assert!(errors > 0, "keys of the damaged leaf fail");
+        let scan: Result<Vec<_>, _> = b.range(std::ops::Bound::Unbounded, std::ops::Bound::Unbounded).collect();
+        assert!(matches!(scan, Err(Error::Corrupt { pgid, .. }) if pgid == victim as u64));
+        return;
+    }
+    panic!("no reachable leaf of commit 2 found");
+}
+
+#[test]
+fn both_metas_damaged_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let (_, _, new, _) = two_commits(&path);
+    let mut bad = new.clone();
+    bad[60] ^= 1;
+    bad[PS + 60] ^= 1;
+    std::fs::write(&path, &bad).unwrap();
+    assert!(matches!(Db::open(&path, Options::default()), Err(Error::NoValidMeta { .. })));
+}
+
+#[test]
+fn truncated_file_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let (_, _, new, _) = two_commits(&path);
+    std::fs::write(&path, &new[..new.len() / 3]).unwrap();
+    let err = Db::open(&path, Options::default()).err().expect("truncated file must not open");
+    assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+}
+
+#[test]
+fn foreign_files_and_versions_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("foreign");
+    std::fs::write(&path, vec![0x5au8; 3 * PS]).unwrap();
+    match Db::open(&path, Options::default()) {
+        Err(e @ Error::NotABtree { .. }) => assert!(e.to_string().contains("not a ferrokv B+tree file")),
+        other => panic!("expected NotABtree, got {:?}", other.err()),
+    }
+
+    let path = dir.path().join("future");
+    drop(Db::open(&path, Options::default()).unwrap());
+    let mut bytes = std::fs::read(&path).unwrap();
+    for slot in 0..2 {
+        let meta = &mut bytes[slot * PS..(slot + 1) * PS];
+        meta[40..44].copy_from_slice(&99u32.to_le_bytes());
+        let sum = xxhash_rust::xxh3::xxh3_64(&meta[8..]);
+        meta[0..8].copy_from_slice(&sum.to_le_bytes());
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    match Db::open(&path, Options::default()) {
+        Err(Error::UnsupportedVersion { found: 99, supported: 1, .. }) => {}
+        other => panic!("expected UnsupportedVersion, got {:?}", other.err()),
+    }
+}
+
+#[test]
+fn bad_input_is_rejected_with_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path().join("db"), Options::default()).unwrap();
+    let mut tx = db.begin_write().unwrap();
+    assert!(matches!(tx.put(b"missing", b"k", b"v"), Err(Error::BucketNotFound(_))));
+    tx.create_bucket(b"b").unwrap();
+    assert!(matches!(tx.put(b"b", b"", b"v"), Err(Error::EmptyKey)));
+    let long = vec![1u8; engine::btree::max_key_len(PS) + 1];
+    assert!(matches!(tx.put(b"b", &long, b"v"), Err(Error::KeyTooLarge { .. })));
+    assert!(matches!(tx.create_bucket(b""), Err(Error::BadBucketName { .. })));
+    assert!(!tx.create_bucket(b"b").unwrap(), "creating twice reports it exists");
+    tx.commit().unwrap();
+    assert!(db.check().unwrap().is_ok());
+    assert!(Db::open(dir.path().join("db"), Options::default()).is_err(), "a second open is refused by the file lock");
+    let bad = Options { page_size: 3000, ..Options::default() };
+    assert!(matches!(Db::open(dir.path().join("x"), bad), Err(Error::InvalidOptions(_))));
+}
+
+#[test]
+fn compaction_and_snapshot_stream_preserve_contents() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let (_, _, _, after) = two_commits(&path);
+    let db = Db::open(&path, Options::default()).unwrap();
+    // Fragment the file: delete most keys.
+    let mut tx = db.begin_write().unwrap();
+    let mut model = after.clone();
+    for i in (0u32..3000).filter(|i| i % 10 != 0) {
+        let k = format!("key{i:05}").into_bytes();
+        if tx.delete(b"b", &k).unwrap() {
+            model.remove(&k);
+        }
+    }
+    tx.commit().unwrap();
+
+    let compacted = dir.path().join("compacted");
+    let info = db.compact_into(&compacted).unwrap();
+    assert_eq!(info.keys as usize, model.len());
+    let c = Db::open(&compacted, Options::default()).unwrap();
+    assert!(c.check().unwrap().is_ok());
+    assert_eq!(contents(&c), model);
+    assert!(c.stats().unwrap().high_water < db.stats().unwrap().high_water / 2, "compaction drops free pages");
+    assert!(db.compact_into(&compacted).is_err(), "an existing target is refused");
+
+    // A snapshot streamed while the writer keeps changing the source.
+    let rx = db.begin_read().unwrap();
+    let mut tx = db.begin_write().unwrap();
+    tx.put(b"b", b"later", &[1; 5000]).unwrap();
+    tx.commit().unwrap();
+    let mut stream = Vec::new();
+    let bytes = rx.write_to(&mut stream).unwrap();
+    assert_eq!(bytes as usize, stream.len());
+    let copy = dir.path().join("copy");
+    std::fs::write(&copy, &stream).unwrap();
+    let s = Db::open(&copy, Options::default()).unwrap();
+    assert_eq!(s.recovery().txid, rx.txid());
+    assert!(s.check().unwrap().is_ok());
+    assert_eq!(contents(&s), model);
+}
