@@ -5,3 +5,4 @@
 //! engines behind it). Nothing here knows about raft or gRPC.
 
 pub mod btree;
+pub mod backend;
