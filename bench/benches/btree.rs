@@ -1,1 +1,231 @@
-fn main() {}
+//! Storage engine comparison: the own B+tree against redb and LMDB, through
+//! the same `engine::backend` trait, on the same data, in one run.
+//!
+//! Data: `BTREE_BENCH_KEYS` keys (default 1 000 000) of 24 bytes with
+//! 150-byte values, inserted in random order. Page cache warm (the machine
+//! has far more memory than the files). `make bench` runs this and renders
+//! results/btree.md with `btree-table`.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use engine::backend::{self, Backend, BackendKind, Durability};
+use rand::rngs::SmallRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const BUCKET: &str = "bench";
+const KEY_LEN: usize = 24;
+const VALUE_LEN: usize = 150;
+const LOAD_BATCH_KEYS: usize = 100_000;
+const WRITE_BATCH_KEYS: usize = 1000;
+const RANGE_KEYS: usize = 100;
+
+fn key_count() -> usize {
+    std::env::var("BTREE_BENCH_KEYS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000)
+}
+
+fn key(i: u64) -> [u8; KEY_LEN] {
+    let mut k = [b'0'; KEY_LEN];
+    k[..4].copy_from_slice(b"key/");
+    let digits = format!("{i:020}");
+    k[4..].copy_from_slice(digits.as_bytes());
+    k
+}
+
+fn value(i: u64, round: u64) -> [u8; VALUE_LEN] {
+    let mut v = [0u8; VALUE_LEN];
+    let seed = (i ^ round.rotate_left(17)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    for (j, b) in v.iter_mut().enumerate() {
+        *b = (seed >> ((j % 8) * 8)) as u8;
+    }
+    v
+}
+
+/// Data lives under target/ (the project's ext4 disk, never tmpfs).
+fn data_root() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench-data");
+    std::fs::create_dir_all(&root).unwrap();
+    root
+}
+
+const ENGINES: [BackendKind; 3] = [BackendKind::Btree, BackendKind::Redb, BackendKind::Lmdb];
+
+fn load(be: &dyn Backend, n: usize, seed: u64) {
+    let mut order: Vec<u64> = (0..n as u64).collect();
+    order.shuffle(&mut SmallRng::seed_from_u64(seed));
+    for chunk in order.chunks(LOAD_BATCH_KEYS) {
+        be.update(&mut |w| {
+            w.create_bucket(BUCKET)?;
+            for &i in chunk {
+                w.put(BUCKET, &key(i), &value(i, 0))?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    }
+}
+
+/// One loaded database per engine, shared by the read and write benchmarks.
+struct Fixture {
+    _dir: tempfile::TempDir,
+    paths: Vec<(BackendKind, PathBuf)>,
+    keys: usize,
+}
+
+fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let dir = tempfile::tempdir_in(data_root()).unwrap();
+        let keys = key_count();
+        let mut paths = Vec::new();
+        for kind in ENGINES {
+            let path = dir.path().join(kind.name());
+            let started = Instant::now();
+            let be = backend::open(kind, &path, Durability::Durable).unwrap();
+            load(be.as_ref(), keys, 1);
+            eprintln!("fixture: {} loaded {keys} keys in {:?}", kind.name(), started.elapsed());
+            paths.push((kind, path));
+        }
+        Fixture { _dir: dir, paths, keys }
+    })
+}
+
+fn open(path: &Path, kind: BackendKind, durability: Durability) -> Box<dyn Backend> {
+    backend::open(kind, path, durability).unwrap()
+}
+
+fn bulk_load(c: &mut Criterion) {
+    let n = key_count();
+    let mut g = c.benchmark_group("bulk_load");
+    g.sample_size(10).warm_up_time(Duration::from_millis(1)).measurement_time(Duration::from_secs(20));
+    g.throughput(Throughput::Elements(n as u64));
+    for kind in ENGINES {
+        g.bench_function(BenchmarkId::from_parameter(kind.name()), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for i in 0..iters {
+                    let dir = tempfile::tempdir_in(data_root()).unwrap();
+                    let path = dir.path().join("db");
+                    let started = Instant::now();
+                    let be = backend::open(kind, &path, Durability::Durable).unwrap();
+                    load(be.as_ref(), n, 100 + i);
+                    drop(be);
+                    total += started.elapsed();
+                }
+                total
+            })
+        });
+    }
+    g.finish();
+}
+
+fn point_reads(c: &mut Criterion) {
+    let fx = fixture();
+    let mut g = c.benchmark_group("random_get");
+    g.throughput(Throughput::Elements(1));
+    g.warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    for (kind, path) in &fx.paths {
+        let be = open(path, *kind, Durability::Durable);
+        let snap = be.read().unwrap();
+        let mut rng = SmallRng::seed_from_u64(7);
+        g.bench_function(BenchmarkId::from_parameter(kind.name()), |b| {
+            b.iter(|| {
+                let k = key(rng.gen_range(0..fx.keys as u64));
+                let mut len = 0;
+                let found = snap.get(BUCKET, &k, &mut |v| len = v.len()).unwrap();
+                assert!(found);
+                black_box(len)
+            })
+        });
+    }
+    g.finish();
+}
+
+fn range_reads(c: &mut Criterion) {
+    let fx = fixture();
+    let mut g = c.benchmark_group("random_range_100");
+    g.throughput(Throughput::Elements(1));
+    g.warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    for (kind, path) in &fx.paths {
+        let be = open(path, *kind, Durability::Durable);
+        let snap = be.read().unwrap();
+        let mut rng = SmallRng::seed_from_u64(8);
+        g.bench_function(BenchmarkId::from_parameter(kind.name()), |b| {
+            b.iter(|| {
+                let start = key(rng.gen_range(0..(fx.keys - RANGE_KEYS) as u64));
+                let mut n = 0;
+                let mut bytes = 0;
+                snap.range(BUCKET, &start, None, &mut |k, v| {
+                    n += 1;
+                    bytes += k.len() + v.len();
+                    n < RANGE_KEYS
+                })
+                .unwrap();
+                assert_eq!(n, RANGE_KEYS);
+                black_box(bytes)
+            })
+        });
+    }
+    g.finish();
+}
+
+fn batched_writes(c: &mut Criterion) {
+    let fx = fixture();
+    let mut g = c.benchmark_group("batched_write_1000");
+    g.throughput(Throughput::Elements(WRITE_BATCH_KEYS as u64));
+    g.sample_size(20).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(5));
+    for (kind, path) in &fx.paths {
+        let be = open(path, *kind, Durability::Durable);
+        let mut rng = SmallRng::seed_from_u64(9);
+        let mut round = 1;
+        g.bench_function(BenchmarkId::from_parameter(kind.name()), |b| {
+            b.iter(|| {
+                round += 1;
+                be.update(&mut |w| {
+                    for _ in 0..WRITE_BATCH_KEYS {
+                        let i = rng.gen_range(0..fx.keys as u64);
+                        w.put(BUCKET, &key(i), &value(i, round))?;
+                    }
+                    Ok(())
+                })
+                .unwrap()
+            })
+        });
+    }
+    g.finish();
+}
+
+/// One put per durable commit: the engines, and the own B+tree's one-fsync
+/// commit against its bbolt-style two-fsync mode on the same file.
+fn durable_commits(c: &mut Criterion) {
+    let fx = fixture();
+    let mut g = c.benchmark_group("durable_commit");
+    g.throughput(Throughput::Elements(1));
+    g.sample_size(30).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(4));
+    let mut cases: Vec<(String, BackendKind, Durability, &PathBuf)> =
+        fx.paths.iter().map(|(k, p)| (k.name().to_string(), *k, Durability::Durable, p)).collect();
+    let btree = &fx.paths[0];
+    cases.insert(1, ("btree-2fsync".to_string(), btree.0, Durability::DurableTwoFsync, &btree.1));
+    for (label, kind, durability, path) in cases {
+        let be = open(path, kind, durability);
+        let mut rng = SmallRng::seed_from_u64(10);
+        let mut round = 1_000_000;
+        g.bench_function(BenchmarkId::from_parameter(&label), |b| {
+            b.iter(|| {
+                round += 1;
+                let i = rng.gen_range(0..fx.keys as u64);
+                be.update(&mut |w| w.put(BUCKET, &key(i), &value(i, round))).unwrap()
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, point_reads, range_reads, batched_writes, durable_commits, bulk_load);
+criterion_main!(benches);
