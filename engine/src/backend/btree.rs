@@ -1,7 +1,8 @@
 //! The own B+tree behind the backend trait.
 
 use super::{Backend, BackendKind, Durability, Error, ReadSnapshot, Result, UpdateFn, WriteBatch};
-use crate::btree::{self, Db, Options, ReadTx, SyncMode, WriteTx};
+use crate::btree::{self, BucketRoot, Db, Options, ReadTx, SyncMode, WriteTx};
+use std::cell::RefCell;
 use std::io::Write;
 use std::ops::Bound;
 use std::path::Path;
@@ -33,11 +34,31 @@ fn bucket_err(e: btree::Error) -> Error {
     }
 }
 
-struct Snapshot(ReadTx);
+/// A read transaction with its buckets' roots resolved once (as redb's
+/// opened tables and LMDB's database handles are).
+struct Snapshot {
+    tx: ReadTx,
+    roots: RefCell<Vec<(String, BucketRoot)>>,
+}
+
+impl Snapshot {
+    fn bucket(&self, name: &str) -> Result<btree::Bucket<'_>> {
+        let cached = self.roots.borrow().iter().find(|(n, _)| n == name).map(|(_, r)| *r);
+        let root = match cached {
+            Some(root) => root,
+            None => {
+                let root = self.tx.bucket_root(name.as_bytes()).map_err(bucket_err)?;
+                self.roots.borrow_mut().push((name.to_string(), root));
+                root
+            }
+        };
+        Ok(self.tx.bucket_at(root)?)
+    }
+}
 
 impl ReadSnapshot for Snapshot {
     fn get(&self, bucket: &str, key: &[u8], f: &mut dyn FnMut(&[u8])) -> Result<bool> {
-        match self.0.bucket(bucket.as_bytes()).map_err(bucket_err)?.get(key)? {
+        match self.bucket(bucket)?.get(key)? {
             Some(v) => {
                 f(v);
                 Ok(true)
@@ -47,7 +68,7 @@ impl ReadSnapshot for Snapshot {
     }
 
     fn range(&self, bucket: &str, start: &[u8], end: Option<&[u8]>, f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<()> {
-        let b = self.0.bucket(bucket.as_bytes()).map_err(bucket_err)?;
+        let b = self.bucket(bucket)?;
         let end = end.map_or(Bound::Unbounded, Bound::Excluded);
         for entry in b.range(Bound::Included(start), end) {
             let (k, v) = entry?;
@@ -82,7 +103,10 @@ impl Backend for BtreeBackend {
     }
 
     fn read(&self) -> Result<Box<dyn ReadSnapshot>> {
-        Ok(Box::new(Snapshot(self.db.begin_read()?)))
+        Ok(Box::new(Snapshot {
+            tx: self.db.begin_read()?,
+            roots: RefCell::new(Vec::new()),
+        }))
     }
 
     fn update(&self, f: &mut UpdateFn<'_>) -> Result<()> {

@@ -25,6 +25,8 @@ pub(crate) struct WriterState {
     pub map: Arc<Mapping>,
     pub file_pages: u64,
     pub recovery: Recovery,
+    /// The commit buffer, kept between commits so its memory is reused.
+    pub page_buf: Vec<u8>,
 }
 
 impl WriterState {
@@ -36,6 +38,7 @@ impl WriterState {
             pending: BTreeMap::new(),
             map,
             recovery,
+            page_buf: Vec::new(),
         }
     }
 
@@ -61,10 +64,15 @@ pub struct CommitInfo {
     pub fsyncs: u32,
 }
 
-/// Largest contiguous run of pages gathered before one pwrite.
-const RUN_BYTES_MAX: usize = 4 << 20;
+/// Dirty pages buffered before they are written: a commit's pages are
+/// gathered, sorted by page id and written in contiguous groups, so a large
+/// commit costs few system calls.
+const BUFFER_BYTES_MAX: usize = 64 << 20;
+/// Pages per pwritev call (the kernel's IOV_MAX is 1024).
+const IOV_PER_WRITE_MAX: usize = 1024;
 
-/// Allocates pages and writes them, merging consecutive pages into one pwrite.
+/// Allocates pages for a commit, has them encoded in place in one buffer,
+/// and writes them out sorted.
 pub(crate) struct PageWriter<'a> {
     pub inner: &'a Inner,
     pub map: &'a Mapping,
@@ -74,12 +82,21 @@ pub(crate) struct PageWriter<'a> {
     pub high_water: u64,
     pub file_pages: u64,
     pub pages_written: u64,
-    run_start: u64,
-    run: Vec<u8>,
+    pub buf: Vec<u8>,
+    /// (page id, offset in `buf`, span) of every buffered page span.
+    spans: Vec<(u64, usize, u64)>,
 }
 
 impl<'a> PageWriter<'a> {
-    pub fn new(inner: &'a Inner, map: &'a Mapping, freelist: &'a mut Freelist, txid: u64, high_water: u64, file_pages: u64) -> Self {
+    pub fn new(
+        inner: &'a Inner,
+        map: &'a Mapping,
+        freelist: &'a mut Freelist,
+        buf: Vec<u8>,
+        txid: u64,
+        high_water: u64,
+        file_pages: u64,
+    ) -> Self {
         PageWriter {
             inner,
             map,
@@ -89,8 +106,8 @@ impl<'a> PageWriter<'a> {
             high_water,
             file_pages,
             pages_written: 0,
-            run_start: 0,
-            run: Vec::new(),
+            buf,
+            spans: Vec::new(),
         }
     }
 
@@ -117,30 +134,59 @@ impl<'a> PageWriter<'a> {
         Ok(())
     }
 
-    /// Queues a finished page span for writing.
-    pub fn write(&mut self, pgid: u64, buf: &[u8]) -> Result<()> {
-        debug_assert_eq!(buf.len() % self.page_size, 0);
-        let span = (buf.len() / self.page_size) as u64;
-        self.map.invalidate(pgid, span);
-        let run_pages = (self.run.len() / self.page_size) as u64;
-        if !self.run.is_empty() && (self.run_start + run_pages != pgid || self.run.len() >= RUN_BYTES_MAX) {
+    /// A zeroed buffer for `span` pages at `pgid`, to be encoded in place
+    /// and written by the next `flush`.
+    pub fn page_buf(&mut self, pgid: u64, span: u64) -> Result<&mut [u8]> {
+        if self.buf.len() >= BUFFER_BYTES_MAX {
             self.flush()?;
         }
-        if self.run.is_empty() {
-            self.run_start = pgid;
-        }
-        self.run.extend_from_slice(buf);
+        let at = self.buf.len();
+        self.buf.resize(at + span as usize * self.page_size, 0);
+        self.spans.push((pgid, at, span));
         self.pages_written += span;
+        Ok(&mut self.buf[at..])
+    }
+
+    /// Queues finished bytes for `pgid` (a whole number of pages).
+    pub fn write(&mut self, pgid: u64, bytes: &[u8]) -> Result<()> {
+        debug_assert_eq!(bytes.len() % self.page_size, 0);
+        let span = (bytes.len() / self.page_size) as u64;
+        self.page_buf(pgid, span)?.copy_from_slice(bytes);
         Ok(())
     }
 
+    /// Writes every buffered page, sorted, one pwritev per contiguous group.
     pub fn flush(&mut self) -> Result<()> {
-        if self.run.is_empty() {
-            return Ok(());
+        self.spans.sort_unstable_by_key(|s| s.0);
+        let ps = self.page_size;
+        let mut i = 0;
+        while i < self.spans.len() {
+            let start = self.spans[i].0;
+            let mut end = start + self.spans[i].2;
+            let mut j = i + 1;
+            while j < self.spans.len() && self.spans[j].0 == end && j - i < IOV_PER_WRITE_MAX {
+                end += self.spans[j].2;
+                j += 1;
+            }
+            if let Some(next) = self.spans.get(j) {
+                assert!(next.0 >= end, "page {} allocated twice in one commit", next.0);
+            }
+            let slices: Vec<&[u8]> = self.spans[i..j]
+                .iter()
+                .map(|&(_, at, span)| &self.buf[at..at + span as usize * ps])
+                .collect();
+            pwritev_all(&self.inner.file, &slices, start * ps as u64).map_err(|e| self.inner.io(e))?;
+            i = j;
         }
-        let at = self.run_start * self.page_size as u64;
-        self.inner.file.write_all_at(&self.run, at).map_err(|e| self.inner.io(e))?;
-        self.run.clear();
+        // The page cache now holds exactly the bytes sealed above: readers
+        // of this mapping need not hash them again (they still compare each
+        // page's header with its link). No snapshot could reach these pages
+        // before this commit publishes, so nobody relies on the old bits.
+        for &(pgid, _, _) in &self.spans {
+            self.map.mark_written(pgid);
+        }
+        self.buf.clear();
+        self.spans.clear();
         Ok(())
     }
 
@@ -168,9 +214,8 @@ impl<'a> PageWriter<'a> {
             }
         }
         let pgid = self.alloc(1)?;
-        let mut buf = vec![0u8; self.page_size];
-        let checksum = node.encode(&mut buf, pgid, self.txid);
-        self.write(pgid, &buf)?;
+        let txid = self.txid;
+        let checksum = node.encode(self.page_buf(pgid, 1)?, pgid, txid);
         Ok(PageRef {
             pgid,
             checksum,
@@ -181,17 +226,62 @@ impl<'a> PageWriter<'a> {
     fn write_overflow(&mut self, value: &[u8]) -> Result<PageRef> {
         let span = overflow_span(value.len(), self.page_size);
         let pgid = self.alloc(span)?;
-        let mut buf = vec![0u8; span as usize * self.page_size];
-        Header::write(&mut buf, pgid, self.txid, KIND_OVERFLOW, 0, span as u32);
+        let txid = self.txid;
+        let buf = self.page_buf(pgid, span)?;
+        Header::write(buf, pgid, txid, KIND_OVERFLOW, 0, span as u32);
         buf[HEADER_LEN..HEADER_LEN + value.len()].copy_from_slice(value);
-        let checksum = page::seal(&mut buf);
-        self.write(pgid, &buf)?;
+        let checksum = page::seal(buf);
         Ok(PageRef {
             pgid,
             checksum,
             txid: self.txid,
         })
     }
+}
+
+/// pwritev until every byte of `slices` is at `offset` onwards.
+fn pwritev_all(file: &File, slices: &[&[u8]], mut offset: u64) -> std::io::Result<()> {
+    let mut iov: Vec<libc::iovec> = slices
+        .iter()
+        .map(|s| libc::iovec {
+            iov_base: s.as_ptr() as *mut libc::c_void,
+            iov_len: s.len(),
+        })
+        .collect();
+    let mut first = 0;
+    while first < iov.len() {
+        // SAFETY: every iovec points into a slice borrowed for this whole
+        // call and not mutated meanwhile; the count matches the array; the
+        // kernel only reads from them (pwritev).
+        let n = unsafe {
+            libc::pwritev(file.as_raw_fd(), iov[first..].as_ptr(), (iov.len() - first) as libc::c_int, offset as libc::off_t)
+        };
+        if n < 0 {
+            let err = std::io::Error::last_os_error();
+            if err.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err);
+        }
+        if n == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::WriteZero, "pwritev wrote nothing"));
+        }
+        offset += n as u64;
+        let mut left = n as usize;
+        while left > 0 {
+            let v = &mut iov[first];
+            if left >= v.iov_len {
+                left -= v.iov_len;
+                first += 1;
+            } else {
+                // SAFETY: advancing within the same slice, `left < iov_len`.
+                v.iov_base = unsafe { (v.iov_base as *mut u8).add(left) } as *mut libc::c_void;
+                v.iov_len -= left;
+                left = 0;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Grows the file with allocated blocks where the filesystem supports it,
@@ -229,7 +319,8 @@ pub(crate) fn commit(inner: &Inner, state: &mut WriterState, txid: u64, input: C
     let old = state.meta;
     assert_eq!(txid, old.txid + 1, "commits are consecutive");
     let map = state.map.clone();
-    let mut w = PageWriter::new(inner, &map, &mut state.freelist, txid, old.high_water, state.file_pages);
+    let buf = std::mem::take(&mut state.page_buf);
+    let mut w = PageWriter::new(inner, &map, &mut state.freelist, buf, txid, old.high_water, state.file_pages);
     // Bucket trees first; their new roots then go into the catalog, whose
     // copy-on-write frees pages into this commit's pending list.
     for (name, root) in buckets {
@@ -270,6 +361,10 @@ pub(crate) fn commit(inner: &Inner, state: &mut WriterState, txid: u64, input: C
         (PageRef { pgid, checksum, txid }, span)
     };
     w.flush()?;
+    let mut buf = std::mem::take(&mut w.buf);
+    if buf.capacity() > BUFFER_BYTES_MAX {
+        buf = Vec::new();
+    }
     let pages_written = w.pages_written;
     let high_water = w.high_water;
     let file_pages = w.file_pages;
@@ -295,6 +390,7 @@ pub(crate) fn commit(inner: &Inner, state: &mut WriterState, txid: u64, input: C
         fsyncs += 1;
     }
 
+    state.page_buf = buf;
     let pages_freed = freed.iter().map(|e| e.len).sum();
     state.pending.insert(txid, freed);
     state.meta = meta;

@@ -5,8 +5,10 @@
 //!
 //! Checksums are verified the first time a page is read through a mapping
 //! and remembered in a bitmap, so hot pages cost one atomic load instead of
-//! a hash per access. The writer clears a page's bit before it rewrites the
-//! page (possible only once no snapshot can reach it).
+//! a hash per access. Pages the writer rewrites (possible only once no
+//! snapshot can reach them) are marked verified after the write: the page
+//! cache holds the bytes it sealed. Every access, verified or not, compares
+//! the page's header (checksum, page id, txid) with its parent's link.
 
 use super::error::{Error, Result};
 use super::node::PageView;
@@ -59,6 +61,7 @@ impl Mapping {
     }
 
     /// The raw bytes of `span` pages from `pgid`, bounds checked.
+    #[inline]
     pub fn raw(&self, pgid: u64, span: u64) -> Result<&[u8]> {
         let end = pgid.checked_add(span).filter(|&e| e <= self.pages());
         match end {
@@ -70,6 +73,7 @@ impl Mapping {
         }
     }
 
+    #[inline]
     fn is_verified(&self, pgid: u64) -> bool {
         let word = &self.verified[(pgid / 64) as usize];
         word.load(Ordering::Acquire) & (1 << (pgid % 64)) != 0
@@ -79,43 +83,41 @@ impl Mapping {
         self.verified[(pgid / 64) as usize].fetch_or(1 << (pgid % 64), Ordering::AcqRel);
     }
 
-    /// Forgets that pages were verified: called by the writer before it
-    /// overwrites pages inside this mapping.
-    pub fn invalidate(&self, pgid: u64, span: u64) {
-        for p in pgid..(pgid + span).min(self.pages()) {
-            self.verified[(p / 64) as usize].fetch_and(!(1 << (p % 64)), Ordering::AcqRel);
+    /// Records that the writer just wrote the span starting at `pgid` with
+    /// contents it sealed itself (a no-op beyond this mapping's end).
+    pub fn mark_written(&self, pgid: u64) {
+        if pgid < self.pages() {
+            self.mark_verified(pgid);
         }
     }
 
-    /// A span checked against its link: fully hashed on first use, and on
-    /// later uses the stored checksum, page id and txid are still compared
-    /// with the link so a stale parent is caught.
+    /// A span checked against its link: fully hashed on first use; later
+    /// uses still compare the stored checksum, page id and txid with the
+    /// link (one 24-byte comparison), so a stale parent is caught.
+    #[inline]
     fn span(&self, link: &PageRef, span: u64, kind: Option<u8>) -> Result<(&[u8], Header)> {
         let buf = self.raw(link.pgid, span)?;
-        let header = if self.is_verified(link.pgid) {
-            let h = Header::read(buf);
-            if h.checksum != link.checksum || h.pgid != link.pgid || h.txid != link.txid {
-                return page::verify(buf, link).map(|_| unreachable!("fast path disagreed"));
-            }
-            h
-        } else {
-            let h = page::verify(buf, link)?;
+        let header = Header::read(buf);
+        let fresh = !self.is_verified(link.pgid);
+        if fresh || header.checksum != link.checksum || header.pgid != link.pgid || header.txid != link.txid {
+            page::verify(buf, link)?;
             self.mark_verified(link.pgid);
-            h
-        };
-        if let Some(kind) = kind.filter(|&k| k != header.kind) {
-            return Err(Error::corrupt(
-                link.pgid,
-                format!("expected a {} page, found kind {}", page::kind_name(kind), header.kind),
-            ));
         }
-        if header.span as u64 != span {
-            return Err(Error::corrupt(
-                link.pgid,
-                format!("header spans {} pages, expected {span}", header.span),
-            ));
+        if kind.is_some_and(|k| k != header.kind) || header.span as u64 != span {
+            return Err(self.wrong_kind(link, &header, span, kind));
         }
         Ok((buf, header))
+    }
+
+    #[cold]
+    fn wrong_kind(&self, link: &PageRef, header: &Header, span: u64, kind: Option<u8>) -> Error {
+        match kind {
+            Some(kind) if kind != header.kind => Error::corrupt(
+                link.pgid,
+                format!("expected a {} page, found kind {}", page::kind_name(kind), header.kind),
+            ),
+            _ => Error::corrupt(link.pgid, format!("header spans {} pages, expected {span}", header.span)),
+        }
     }
 
     /// A branch or leaf page.

@@ -41,6 +41,6 @@ pub use db::{Db, Recovery};
 pub use error::{Error, Result};
 pub use options::{max_key_len, Options, SyncMode, MAX_VALUE_LEN};
 pub use stats::{BucketStats, Stats};
-pub use tx::{Bucket, ReadTx, WriteTx};
+pub use tx::{Bucket, BucketRoot, ReadTx, WriteTx};
 
 pub(crate) use options::valid_page_size;

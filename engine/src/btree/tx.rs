@@ -41,17 +41,30 @@ impl ReadTx {
 
     /// A handle on a bucket, `BucketNotFound` if it does not exist.
     pub fn bucket(&self, name: &[u8]) -> Result<Bucket<'_>> {
-        let map = &*self.snap.map;
-        match cursor::get(map, self.catalog()?, name)? {
-            Some(v) => {
-                let link = bucket_link(v, self.snap.meta.catalog.pgid)?;
-                Ok(Bucket {
-                    map,
-                    root: View::Page(map.node(&link)?),
-                })
-            }
+        let root = self.bucket_root(name)?;
+        self.bucket_at(root)
+    }
+
+    /// Where a bucket's tree starts in this snapshot: resolve a name once,
+    /// then open it with `bucket_at` without another catalog lookup.
+    pub fn bucket_root(&self, name: &[u8]) -> Result<BucketRoot> {
+        match cursor::get(&self.snap.map, self.catalog()?, name)? {
+            Some(v) => Ok(BucketRoot {
+                link: bucket_link(v, self.snap.meta.catalog.pgid)?,
+                txid: self.snap.meta.txid,
+            }),
             None => Err(Error::BucketNotFound(String::from_utf8_lossy(name).into_owned())),
         }
+    }
+
+    /// Opens a bucket resolved by `bucket_root` on this same snapshot.
+    pub fn bucket_at(&self, root: BucketRoot) -> Result<Bucket<'_>> {
+        assert_eq!(root.txid, self.snap.meta.txid, "a bucket root is valid only in its own snapshot");
+        let map = &*self.snap.map;
+        Ok(Bucket {
+            map,
+            root: View::Page(map.node(&root.link)?),
+        })
     }
 
     pub fn get(&self, bucket: &[u8], key: &[u8]) -> Result<Option<&[u8]>> {
@@ -81,6 +94,13 @@ impl Drop for ReadTx {
             shared.readers.remove(&txid);
         }
     }
+}
+
+/// A bucket's root in one snapshot (see `ReadTx::bucket_root`).
+#[derive(Clone, Copy, Debug)]
+pub struct BucketRoot {
+    link: PageRef,
+    txid: u64,
 }
 
 /// One tree of a transaction, for lookups and cursors.
