@@ -30,11 +30,17 @@ fn key_count() -> usize {
     std::env::var("BTREE_BENCH_KEYS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000)
 }
 
-fn key(i: u64) -> [u8; KEY_LEN] {
+/// "key/" and 20 decimal digits, written without formatting machinery so
+/// the harness adds as little as possible to every engine's time.
+fn key(mut i: u64) -> [u8; KEY_LEN] {
     let mut k = [b'0'; KEY_LEN];
     k[..4].copy_from_slice(b"key/");
-    let digits = format!("{i:020}");
-    k[4..].copy_from_slice(digits.as_bytes());
+    let mut at = KEY_LEN;
+    while i > 0 {
+        at -= 1;
+        k[at] = b'0' + (i % 10) as u8;
+        i /= 10;
+    }
     k
 }
 
@@ -90,6 +96,16 @@ fn fixture() -> &'static Fixture {
             let be = backend::open(kind, &path, Durability::Durable).unwrap();
             load(be.as_ref(), keys, 1);
             eprintln!("fixture: {} loaded {keys} keys in {:?}", kind.name(), started.elapsed());
+            drop(be);
+            if kind == BackendKind::Btree {
+                let db = engine::btree::Db::open(&path, engine::btree::Options::default()).unwrap();
+                let s = db.stats().unwrap();
+                let b = &s.buckets[0];
+                eprintln!(
+                    "fixture: btree depth {}, {} branch + {} leaf pages, file {} MiB",
+                    b.depth, b.branch_pages, b.leaf_pages, s.file_size_bytes >> 20
+                );
+            }
             paths.push((kind, path));
         }
         Fixture { _dir: dir, paths, keys }
