@@ -2,7 +2,7 @@
 # benchmarks share it) and install missing system packages first.
 CARGO ?= cargo
 
-.PHONY: all deps build test bench bench-btree crash-soak fmt clippy
+.PHONY: all deps build test bench crash-soak fmt clippy
 
 all: build
 
@@ -20,6 +20,10 @@ test: deps
 bench: deps
 	$(CARGO) bench -p bench --bench btree -- --quick
 	$(CARGO) run --release -p bench --bin btree-table -- target/criterion results/btree.md
+
+# The B+tree crash test with ten times the kills of `make test`.
+crash-soak: deps
+	BTREE_CRASH_KILLS=2000 $(CARGO) test --release -p engine --test btree_crash -- --nocapture
 
 fmt:
 	$(CARGO) fmt --all

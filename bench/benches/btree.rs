@@ -27,7 +27,10 @@ const WRITE_BATCH_KEYS: usize = 1000;
 const RANGE_KEYS: usize = 100;
 
 fn key_count() -> usize {
-    std::env::var("BTREE_BENCH_KEYS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000)
+    std::env::var("BTREE_BENCH_KEYS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000)
 }
 
 /// "key/" and 20 decimal digits, written without formatting machinery so
@@ -95,7 +98,11 @@ fn fixture() -> &'static Fixture {
             let started = Instant::now();
             let be = backend::open(kind, &path, Durability::Durable).unwrap();
             load(be.as_ref(), keys, 1);
-            eprintln!("fixture: {} loaded {keys} keys in {:?}", kind.name(), started.elapsed());
+            eprintln!(
+                "fixture: {} loaded {keys} keys in {:?}",
+                kind.name(),
+                started.elapsed()
+            );
             drop(be);
             if kind == BackendKind::Btree {
                 let db = engine::btree::Db::open(&path, engine::btree::Options::default()).unwrap();
@@ -103,12 +110,19 @@ fn fixture() -> &'static Fixture {
                 let b = &s.buckets[0];
                 eprintln!(
                     "fixture: btree depth {}, {} branch + {} leaf pages, file {} MiB",
-                    b.depth, b.branch_pages, b.leaf_pages, s.file_size_bytes >> 20
+                    b.depth,
+                    b.branch_pages,
+                    b.leaf_pages,
+                    s.file_size_bytes >> 20
                 );
             }
             paths.push((kind, path));
         }
-        Fixture { _dir: dir, paths, keys }
+        Fixture {
+            _dir: dir,
+            paths,
+            keys,
+        }
     })
 }
 
@@ -119,7 +133,9 @@ fn open(path: &Path, kind: BackendKind, durability: Durability) -> Box<dyn Backe
 fn bulk_load(c: &mut Criterion) {
     let n = key_count();
     let mut g = c.benchmark_group("bulk_load");
-    g.sample_size(10).warm_up_time(Duration::from_millis(1)).measurement_time(Duration::from_secs(20));
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(1))
+        .measurement_time(Duration::from_secs(20));
     g.throughput(Throughput::Elements(n as u64));
     for kind in ENGINES {
         g.bench_function(BenchmarkId::from_parameter(kind.name()), |b| {
@@ -145,7 +161,8 @@ fn point_reads(c: &mut Criterion) {
     let fx = fixture();
     let mut g = c.benchmark_group("random_get");
     g.throughput(Throughput::Elements(1));
-    g.warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    g.warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
     for (kind, path) in &fx.paths {
         let be = open(path, *kind, Durability::Durable);
         let snap = be.read().unwrap();
@@ -167,7 +184,8 @@ fn range_reads(c: &mut Criterion) {
     let fx = fixture();
     let mut g = c.benchmark_group("random_range_100");
     g.throughput(Throughput::Elements(1));
-    g.warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    g.warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
     for (kind, path) in &fx.paths {
         let be = open(path, *kind, Durability::Durable);
         let snap = be.read().unwrap();
@@ -195,7 +213,9 @@ fn batched_writes(c: &mut Criterion) {
     let fx = fixture();
     let mut g = c.benchmark_group("batched_write_1000");
     g.throughput(Throughput::Elements(WRITE_BATCH_KEYS as u64));
-    g.sample_size(20).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(5));
+    g.sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5));
     for (kind, path) in &fx.paths {
         let be = open(path, *kind, Durability::Durable);
         let mut rng = SmallRng::seed_from_u64(9);
@@ -223,11 +243,24 @@ fn durable_commits(c: &mut Criterion) {
     let fx = fixture();
     let mut g = c.benchmark_group("durable_commit");
     g.throughput(Throughput::Elements(1));
-    g.sample_size(30).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(4));
-    let mut cases: Vec<(String, BackendKind, Durability, &PathBuf)> =
-        fx.paths.iter().map(|(k, p)| (k.name().to_string(), *k, Durability::Durable, p)).collect();
+    g.sample_size(30)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4));
+    let mut cases: Vec<(String, BackendKind, Durability, &PathBuf)> = fx
+        .paths
+        .iter()
+        .map(|(k, p)| (k.name().to_string(), *k, Durability::Durable, p))
+        .collect();
     let btree = &fx.paths[0];
-    cases.insert(1, ("btree-2fsync".to_string(), btree.0, Durability::DurableTwoFsync, &btree.1));
+    cases.insert(
+        1,
+        (
+            "btree-2fsync".to_string(),
+            btree.0,
+            Durability::DurableTwoFsync,
+            &btree.1,
+        ),
+    );
     for (label, kind, durability, path) in cases {
         let be = open(path, kind, durability);
         let mut rng = SmallRng::seed_from_u64(10);
@@ -236,12 +269,20 @@ fn durable_commits(c: &mut Criterion) {
             b.iter(|| {
                 round += 1;
                 let i = rng.gen_range(0..fx.keys as u64);
-                be.update(&mut |w| w.put(BUCKET, &key(i), &value(i, round))).unwrap()
+                be.update(&mut |w| w.put(BUCKET, &key(i), &value(i, round)))
+                    .unwrap()
             })
         });
     }
     g.finish();
 }
 
-criterion_group!(benches, point_reads, range_reads, batched_writes, durable_commits, bulk_load);
+criterion_group!(
+    benches,
+    point_reads,
+    range_reads,
+    batched_writes,
+    durable_commits,
+    bulk_load
+);
 criterion_main!(benches);

@@ -4,5 +4,5 @@
 //! (the trait the MVCC store writes through, with the B+tree and the comparison
 //! engines behind it). Nothing here knows about raft or gRPC.
 
-pub mod btree;
 pub mod backend;
+pub mod btree;

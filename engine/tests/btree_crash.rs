@@ -18,7 +18,10 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 fn kills() -> usize {
-    std::env::var("BTREE_CRASH_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(200)
+    std::env::var("BTREE_CRASH_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200)
 }
 
 fn crash_loop(mode: &str, kills: usize, seed: u64) {
@@ -70,9 +73,14 @@ fn crash_loop(mode: &str, kills: usize, seed: u64) {
             kills_mid_run += 1;
         }
 
-        let db = Db::open(&path, Options::default()).unwrap_or_else(|e| panic!("kill {kill}: open failed: {e}"));
+        let db = Db::open(&path, Options::default())
+            .unwrap_or_else(|e| panic!("kill {kill}: open failed: {e}"));
         let report = db.check().unwrap();
-        assert!(report.is_ok(), "kill {kill}: check failed: {:?}", report.errors);
+        assert!(
+            report.is_ok(),
+            "kill {kill}: check failed: {:?}",
+            report.errors
+        );
         let rx = db.begin_read().unwrap();
         let contents: Vec<(Vec<u8>, Vec<u8>)> = match rx.bucket(BUCKET) {
             Ok(b) => b
@@ -84,7 +92,12 @@ fn crash_loop(mode: &str, kills: usize, seed: u64) {
                 .collect(),
             Err(_) => Vec::new(),
         };
-        let found = marker(contents.iter().find(|(k, _)| k.as_slice() == common::crash_workload::MARKER).map(|(_, v)| v.as_slice()));
+        let found = marker(
+            contents
+                .iter()
+                .find(|(k, _)| k.as_slice() == common::crash_workload::MARKER)
+                .map(|(_, v)| v.as_slice()),
+        );
         assert!(
             found == acked || found == acked + 1,
             "kill {kill}: file holds commit {found}, last acknowledged {acked}"
@@ -92,11 +105,21 @@ fn crash_loop(mode: &str, kills: usize, seed: u64) {
         if model_at.0 != found {
             model_at = (found, expected(found));
         }
-        let want: Vec<(Vec<u8>, Vec<u8>)> = model_at.1.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        assert!(contents == want, "kill {kill}: contents differ from commit {found}");
+        let want: Vec<(Vec<u8>, Vec<u8>)> = model_at
+            .1
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        assert!(
+            contents == want,
+            "kill {kill}: contents differ from commit {found}"
+        );
         acked = found;
     }
-    assert!(acked > kills as u64, "the children made progress ({acked} commits)");
+    assert!(
+        acked > kills as u64,
+        "the children made progress ({acked} commits)"
+    );
     eprintln!("{mode}: {kills} kills, {acked} commits, {kills_mid_run} acks read after the kill");
 }
 

@@ -13,8 +13,16 @@ type Model = BTreeMap<Vec<u8>, BTreeMap<Vec<u8>, Vec<u8>>>;
 
 #[derive(Clone, Debug)]
 enum Op {
-    Put { bucket: u8, key: u16, len: usize, fill: u8 },
-    Delete { bucket: u8, key: u16 },
+    Put {
+        bucket: u8,
+        key: u16,
+        len: usize,
+        fill: u8,
+    },
+    Delete {
+        bucket: u8,
+        key: u16,
+    },
     CreateBucket(u8),
     DeleteBucket(u8),
     Commit,
@@ -59,7 +67,9 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn value(len: usize, fill: u8, key: u16) -> Vec<u8> {
-    (0..len).map(|i| fill.wrapping_add((i as u8).wrapping_mul(31)) ^ key as u8).collect()
+    (0..len)
+        .map(|i| fill.wrapping_add((i as u8).wrapping_mul(31)) ^ key as u8)
+        .collect()
 }
 
 /// Compares every read path of a read transaction with the model.
@@ -131,7 +141,12 @@ fn run(ops: Vec<Op>, page_size: usize, sync: SyncMode) {
     for op in ops {
         let w = tx.as_mut().unwrap();
         match op {
-            Op::Put { bucket, key, len, fill } => {
+            Op::Put {
+                bucket,
+                key,
+                len,
+                fill,
+            } => {
                 let name = bucket_name(bucket);
                 let (k, v) = (key_bytes(key), value(len, fill, key));
                 let res = w.put(&name, &k, &v);
@@ -139,7 +154,11 @@ fn run(ops: Vec<Op>, page_size: usize, sync: SyncMode) {
                     Some(kv) => {
                         res.unwrap();
                         kv.insert(k.clone(), v.clone());
-                        assert_eq!(w.get(&name, &k).unwrap(), Some(v.as_slice()), "read-your-writes");
+                        assert_eq!(
+                            w.get(&name, &k).unwrap(),
+                            Some(v.as_slice()),
+                            "read-your-writes"
+                        );
                     }
                     None => assert!(matches!(res, Err(engine::btree::Error::BucketNotFound(_)))),
                 }
@@ -164,7 +183,10 @@ fn run(ops: Vec<Op>, page_size: usize, sync: SyncMode) {
             }
             Op::DeleteBucket(b) => {
                 let name = bucket_name(b);
-                assert_eq!(w.delete_bucket(&name).unwrap(), working.remove(&name).is_some());
+                assert_eq!(
+                    w.delete_bucket(&name).unwrap(),
+                    working.remove(&name).is_some()
+                );
             }
             Op::Commit => {
                 tx.take().unwrap().commit().unwrap();
@@ -224,7 +246,14 @@ fn model_case_count() {
 #[test]
 fn sequential_load_then_mass_delete() {
     let dir = tempfile::tempdir().unwrap();
-    let db = Db::open(dir.path().join("db"), Options { sync: SyncMode::None, ..Options::default() }).unwrap();
+    let db = Db::open(
+        dir.path().join("db"),
+        Options {
+            sync: SyncMode::None,
+            ..Options::default()
+        },
+    )
+    .unwrap();
     let mut tx = db.begin_write().unwrap();
     tx.create_bucket(b"b").unwrap();
     for i in 0u32..50_000 {
@@ -234,7 +263,10 @@ fn sequential_load_then_mass_delete() {
     let stats = db.stats().unwrap();
     let leaf_bytes = stats.buckets[0].leaf_pages * 4096;
     let data_bytes = 50_000 * (4 + 100 + 9);
-    assert!(leaf_bytes < data_bytes * 110 / 100, "append splits leave full pages: {leaf_bytes} bytes of leaves for {data_bytes}");
+    assert!(
+        leaf_bytes < data_bytes * 110 / 100,
+        "append splits leave full pages: {leaf_bytes} bytes of leaves for {data_bytes}"
+    );
     let mut tx = db.begin_write().unwrap();
     for i in (0u32..50_000).filter(|i| i % 50 != 0) {
         assert!(tx.delete(b"b", &i.to_be_bytes()).unwrap());
@@ -244,8 +276,14 @@ fn sequential_load_then_mass_delete() {
     assert!(report.is_ok(), "{:?}", report.errors);
     assert_eq!(report.keys, 1000);
     let after = db.stats().unwrap();
-    eprintln!("leaves: {} before, {} after", stats.buckets[0].leaf_pages, after.buckets[0].leaf_pages);
-    assert!(after.buckets[0].leaf_pages * 5 < stats.buckets[0].leaf_pages, "merges shrink the tree");
+    eprintln!(
+        "leaves: {} before, {} after",
+        stats.buckets[0].leaf_pages, after.buckets[0].leaf_pages
+    );
+    assert!(
+        after.buckets[0].leaf_pages * 5 < stats.buckets[0].leaf_pages,
+        "merges shrink the tree"
+    );
 }
 
 /// Readers keep their snapshot, unchanged, while the writer overwrites,
@@ -263,7 +301,8 @@ fn readers_keep_stable_snapshots_while_the_file_grows() {
     let mut tx = db.begin_write().unwrap();
     tx.create_bucket(b"b").unwrap();
     for i in 0u32..500 {
-        tx.put(b"b", &i.to_be_bytes(), &i.to_le_bytes().repeat(8)).unwrap();
+        tx.put(b"b", &i.to_be_bytes(), &i.to_le_bytes().repeat(8))
+            .unwrap();
     }
     tx.commit().unwrap();
     let size_before = db.file_size_bytes().unwrap();
@@ -289,7 +328,11 @@ fn readers_keep_stable_snapshots_while_the_file_grows() {
                     let first = snapshot(&rx);
                     for _ in 0..5 {
                         std::thread::yield_now();
-                        assert!(snapshot(&rx) == first, "snapshot {} changed under a reader", rx.txid());
+                        assert!(
+                            snapshot(&rx) == first,
+                            "snapshot {} changed under a reader",
+                            rx.txid()
+                        );
                     }
                     assert!(rx.check().is_ok());
                     snapshots_checked += 1;
@@ -304,17 +347,28 @@ fn readers_keep_stable_snapshots_while_the_file_grows() {
                 if i % 4 == 0 {
                     tx.delete(b"b", &k.to_be_bytes()).unwrap();
                 } else {
-                    tx.put(b"b", &k.to_be_bytes(), &round.to_le_bytes().repeat(1 + (k % 40) as usize)).unwrap();
+                    tx.put(
+                        b"b",
+                        &k.to_be_bytes(),
+                        &round.to_le_bytes().repeat(1 + (k % 40) as usize),
+                    )
+                    .unwrap();
                 }
             }
             tx.commit().unwrap();
         }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         for r in readers {
-            assert!(r.join().unwrap() > 0, "every reader checked at least one snapshot");
+            assert!(
+                r.join().unwrap() > 0,
+                "every reader checked at least one snapshot"
+            );
         }
     });
-    assert!(db.file_size_bytes().unwrap() > size_before * 4, "the file grew (remapped) during the test");
+    assert!(
+        db.file_size_bytes().unwrap() > size_before * 4,
+        "the file grew (remapped) during the test"
+    );
     assert!(db.check().unwrap().is_ok());
 }
 

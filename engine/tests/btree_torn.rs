@@ -6,9 +6,11 @@ use engine::btree::{Db, Error, Options};
 use std::collections::BTreeMap;
 use std::path::Path;
 
+type Contents = BTreeMap<Vec<u8>, Vec<u8>>;
+
 const PS: usize = 4096;
 
-fn contents(db: &Db) -> BTreeMap<Vec<u8>, Vec<u8>> {
+fn contents(db: &Db) -> Contents {
     let rx = db.begin_read().unwrap();
     rx.bucket(b"b")
         .unwrap()
@@ -23,13 +25,14 @@ fn contents(db: &Db) -> BTreeMap<Vec<u8>, Vec<u8>> {
 /// Commit 2 fills a bucket (many leaves, branches, overflow values); returns
 /// the file bytes and contents after it, then applies commit 3 (a scattered
 /// update touching many pages) and returns the bytes after that.
-fn two_commits(path: &Path) -> (Vec<u8>, BTreeMap<Vec<u8>, Vec<u8>>, Vec<u8>, BTreeMap<Vec<u8>, Vec<u8>>) {
+fn two_commits(path: &Path) -> (Vec<u8>, Contents, Vec<u8>, Contents) {
     let db = Db::open(path, Options::default()).unwrap();
     let mut tx = db.begin_write().unwrap();
     tx.create_bucket(b"b").unwrap();
     for i in 0u32..3000 {
         let len = if i % 97 == 0 { 9000 } else { 60 };
-        tx.put(b"b", format!("key{i:05}").as_bytes(), &vec![i as u8; len]).unwrap();
+        tx.put(b"b", format!("key{i:05}").as_bytes(), &vec![i as u8; len])
+            .unwrap();
     }
     tx.commit().unwrap();
     let before = contents(&db);
@@ -38,7 +41,12 @@ fn two_commits(path: &Path) -> (Vec<u8>, BTreeMap<Vec<u8>, Vec<u8>>, Vec<u8>, BT
     let db = Db::open(path, Options::default()).unwrap();
     let mut tx = db.begin_write().unwrap();
     for i in (0u32..3000).step_by(211) {
-        tx.put(b"b", format!("key{i:05}").as_bytes(), &vec![0xee; if i % 2 == 0 { 7000 } else { 80 }]).unwrap();
+        tx.put(
+            b"b",
+            format!("key{i:05}").as_bytes(),
+            &vec![0xee; if i % 2 == 0 { 7000 } else { 80 }],
+        )
+        .unwrap();
     }
     tx.delete(b"b", b"key00001").unwrap();
     let info = tx.commit().unwrap();
@@ -95,7 +103,10 @@ fn commit_with_some_pages_unwritten_falls_back() {
         std::fs::write(&path, &torn).unwrap();
         let db = Db::open(&path, Options::default()).unwrap();
         let rec = db.recovery();
-        assert_eq!(rec.txid, 2, "pages {missing:?} missing must fall back to commit 2");
+        assert_eq!(
+            rec.txid, 2,
+            "pages {missing:?} missing must fall back to commit 2"
+        );
         assert!(rec.skipped_newer.is_some());
         assert_eq!(contents(&db), before);
         let report = db.check().unwrap();
@@ -146,7 +157,9 @@ fn flipped_byte_in_an_old_page_is_reported_with_its_number() {
     let candidates: Vec<usize> = (2..old.len() / PS)
         .filter(|&p| {
             let page = &new[p * PS..(p + 1) * PS];
-            !changed.contains(&p) && page[24] == 3 && u64::from_le_bytes(page[16..24].try_into().unwrap()) == 2
+            !changed.contains(&p)
+                && page[24] == 3
+                && u64::from_le_bytes(page[16..24].try_into().unwrap()) == 2
         })
         .collect();
     for victim in candidates {
@@ -162,7 +175,14 @@ fn flipped_byte_in_an_old_page_is_reported_with_its_number() {
         if report.is_ok() {
             continue; // a page commit 3 freed: not reachable, harmless
         }
-        assert!(report.errors.iter().any(|e| e.contains(&format!("page {victim}"))), "{:?}", report.errors);
+        assert!(
+            report
+                .errors
+                .iter()
+                .any(|e| e.contains(&format!("page {victim}"))),
+            "{:?}",
+            report.errors
+        );
         // ... and reading through the damaged page is an error naming it.
         let b = rx.bucket(b"b").unwrap();
         let mut errors = 0;
@@ -177,7 +197,9 @@ fn flipped_byte_in_an_old_page_is_reported_with_its_number() {
             }
         }
         assert!(errors > 0, "keys of the damaged leaf fail");
-        let scan: Result<Vec<_>, _> = b.range(std::ops::Bound::Unbounded, std::ops::Bound::Unbounded).collect();
+        let scan: Result<Vec<_>, _> = b
+            .range(std::ops::Bound::Unbounded, std::ops::Bound::Unbounded)
+            .collect();
         assert!(matches!(scan, Err(Error::Corrupt { pgid, .. }) if pgid == victim as u64));
         return;
     }
@@ -193,7 +215,10 @@ fn both_metas_damaged_is_an_error() {
     bad[60] ^= 1;
     bad[PS + 60] ^= 1;
     std::fs::write(&path, &bad).unwrap();
-    assert!(matches!(Db::open(&path, Options::default()), Err(Error::NoValidMeta { .. })));
+    assert!(matches!(
+        Db::open(&path, Options::default()),
+        Err(Error::NoValidMeta { .. })
+    ));
 }
 
 #[test]
@@ -202,7 +227,9 @@ fn truncated_file_is_an_error_not_a_panic() {
     let path = dir.path().join("db");
     let (_, _, new, _) = two_commits(&path);
     std::fs::write(&path, &new[..new.len() / 3]).unwrap();
-    let err = Db::open(&path, Options::default()).err().expect("truncated file must not open");
+    let err = Db::open(&path, Options::default())
+        .err()
+        .expect("truncated file must not open");
     assert!(matches!(err, Error::Corrupt { .. }), "{err}");
 }
 
@@ -212,7 +239,9 @@ fn foreign_files_and_versions_are_clear_errors() {
     let path = dir.path().join("foreign");
     std::fs::write(&path, vec![0x5au8; 3 * PS]).unwrap();
     match Db::open(&path, Options::default()) {
-        Err(e @ Error::NotABtree { .. }) => assert!(e.to_string().contains("not a ferrokv B+tree file")),
+        Err(e @ Error::NotABtree { .. }) => {
+            assert!(e.to_string().contains("not a ferrokv B+tree file"))
+        }
         other => panic!("expected NotABtree, got {:?}", other.err()),
     }
 
@@ -227,7 +256,11 @@ fn foreign_files_and_versions_are_clear_errors() {
     }
     std::fs::write(&path, &bytes).unwrap();
     match Db::open(&path, Options::default()) {
-        Err(Error::UnsupportedVersion { found: 99, supported: 1, .. }) => {}
+        Err(Error::UnsupportedVersion {
+            found: 99,
+            supported: 1,
+            ..
+        }) => {}
         other => panic!("expected UnsupportedVersion, got {:?}", other.err()),
     }
 }
@@ -237,18 +270,39 @@ fn bad_input_is_rejected_with_errors() {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(dir.path().join("db"), Options::default()).unwrap();
     let mut tx = db.begin_write().unwrap();
-    assert!(matches!(tx.put(b"missing", b"k", b"v"), Err(Error::BucketNotFound(_))));
+    assert!(matches!(
+        tx.put(b"missing", b"k", b"v"),
+        Err(Error::BucketNotFound(_))
+    ));
     tx.create_bucket(b"b").unwrap();
     assert!(matches!(tx.put(b"b", b"", b"v"), Err(Error::EmptyKey)));
     let long = vec![1u8; engine::btree::max_key_len(PS) + 1];
-    assert!(matches!(tx.put(b"b", &long, b"v"), Err(Error::KeyTooLarge { .. })));
-    assert!(matches!(tx.create_bucket(b""), Err(Error::BadBucketName { .. })));
-    assert!(!tx.create_bucket(b"b").unwrap(), "creating twice reports it exists");
+    assert!(matches!(
+        tx.put(b"b", &long, b"v"),
+        Err(Error::KeyTooLarge { .. })
+    ));
+    assert!(matches!(
+        tx.create_bucket(b""),
+        Err(Error::BadBucketName { .. })
+    ));
+    assert!(
+        !tx.create_bucket(b"b").unwrap(),
+        "creating twice reports it exists"
+    );
     tx.commit().unwrap();
     assert!(db.check().unwrap().is_ok());
-    assert!(Db::open(dir.path().join("db"), Options::default()).is_err(), "a second open is refused by the file lock");
-    let bad = Options { page_size: 3000, ..Options::default() };
-    assert!(matches!(Db::open(dir.path().join("x"), bad), Err(Error::InvalidOptions(_))));
+    assert!(
+        Db::open(dir.path().join("db"), Options::default()).is_err(),
+        "a second open is refused by the file lock"
+    );
+    let bad = Options {
+        page_size: 3000,
+        ..Options::default()
+    };
+    assert!(matches!(
+        Db::open(dir.path().join("x"), bad),
+        Err(Error::InvalidOptions(_))
+    ));
 }
 
 #[test]
@@ -274,8 +328,14 @@ fn compaction_and_snapshot_stream_preserve_contents() {
     let c = Db::open(&compacted, Options::default()).unwrap();
     assert!(c.check().unwrap().is_ok());
     assert_eq!(contents(&c), model);
-    assert!(c.stats().unwrap().high_water < db.stats().unwrap().high_water / 2, "compaction drops free pages");
-    assert!(db.compact_into(&compacted).is_err(), "an existing target is refused");
+    assert!(
+        c.stats().unwrap().high_water < db.stats().unwrap().high_water / 2,
+        "compaction drops free pages"
+    );
+    assert!(
+        db.compact_into(&compacted).is_err(),
+        "an existing target is refused"
+    );
 
     // A snapshot streamed while the writer keeps changing the source.
     let rx = db.begin_read().unwrap();

@@ -37,7 +37,8 @@ fn read(dir: &Path, group: &str, id: &str) -> Result<Option<Measured>> {
         return Ok(None);
     }
     let est: Value = serde_json::from_str(&std::fs::read_to_string(&est)?)?;
-    let bench: Value = serde_json::from_str(&std::fs::read_to_string(base.join("new/benchmark.json"))?)?;
+    let bench: Value =
+        serde_json::from_str(&std::fs::read_to_string(base.join("new/benchmark.json"))?)?;
     let median = &est["median"];
     let f = |v: &Value| v.as_f64().context("number expected in criterion output");
     let elements = bench["throughput"]["Elements"].as_f64().unwrap_or(1.0);
@@ -75,7 +76,12 @@ fn fmt_time(ns: f64) -> String {
 fn fdatasync_median_us(dir: &Path) -> Result<f64> {
     std::fs::create_dir_all(dir)?;
     let path = dir.join("fdatasync-probe");
-    let file = OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&path)?;
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&path)?;
     let block = vec![7u8; 4096];
     file.write_all_at(&block, 0)?;
     file.sync_all()?;
@@ -94,15 +100,30 @@ fn fdatasync_median_us(dir: &Path) -> Result<f64> {
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_else(|| "unknown".into());
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     let mem_kb = std::fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|s| s.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<u64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+        })
         .unwrap_or(0);
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    format!("{cpu}, {cores} cores, {} GiB RAM, Linux {}", mem_kb / (1 << 20), kernel.trim())
+    format!(
+        "{cpu}, {cores} cores, {} GiB RAM, Linux {}",
+        mem_kb / (1 << 20),
+        kernel.trim()
+    )
 }
 
 fn main() -> Result<()> {
@@ -116,9 +137,15 @@ fn main() -> Result<()> {
     let rows = [
         ("random_get", "random point read (1 key)"),
         ("random_range_100", "random range read (100 keys)"),
-        ("batched_write_1000", "batched random writes (1000 per durable commit), keys"),
+        (
+            "batched_write_1000",
+            "batched random writes (1000 per durable commit), keys",
+        ),
         ("durable_commit", "individual durable commit (1 put)"),
-        ("bulk_load", "bulk load, random order, 100 k keys per commit, keys"),
+        (
+            "bulk_load",
+            "bulk load, random order, 100 k keys per commit, keys",
+        ),
     ];
     let fsync_us = fdatasync_median_us(&dir.join("../bench-data"))?;
     let mut md = String::new();
@@ -126,16 +153,28 @@ fn main() -> Result<()> {
     writeln!(md, "Machine: {}. Raw fdatasync of one 4 KiB block on the same disk, measured in this run: median {fsync_us:.0} µs.\n", machine())?;
     writeln!(md, "Reproduce: `make bench` (or `cargo bench -p bench --bench btree -- --quick` then `cargo run --release -p bench --bin btree-table -- target/criterion results/btree.md`). Key count: `BTREE_BENCH_KEYS` (default 1 000 000), 24-byte keys, 150-byte values, page cache warm, all engines through the same `engine::backend` trait.\n")?;
     writeln!(md, "Throughput from criterion's median time per iteration (95% interval of the median in brackets).\n")?;
-    writeln!(md, "| benchmark | btree | redb | lmdb | btree / lmdb | btree / redb |")?;
+    writeln!(
+        md,
+        "| benchmark | btree | redb | lmdb | btree / lmdb | btree / redb |"
+    )?;
     writeln!(md, "| --- | --- | --- | --- | --- | --- |")?;
     let mut ratios = std::collections::HashMap::new();
     for (group, label) in rows {
-        let m: Vec<Option<Measured>> = engines.iter().map(|e| read(&dir, group, e)).collect::<Result<_>>()?;
+        let m: Vec<Option<Measured>> = engines
+            .iter()
+            .map(|e| read(&dir, group, e))
+            .collect::<Result<_>>()?;
         if m.iter().all(Option::is_none) {
             continue;
         }
         let cell = |x: &Option<Measured>| match x {
-            Some(x) => format!("{} ({}) [{}–{}]", fmt_rate(x.ops_per_s()), fmt_time(x.median_ns / x.elements), fmt_time(x.low_ns / x.elements), fmt_time(x.high_ns / x.elements)),
+            Some(x) => format!(
+                "{} ({}) [{}–{}]",
+                fmt_rate(x.ops_per_s()),
+                fmt_time(x.median_ns / x.elements),
+                fmt_time(x.low_ns / x.elements),
+                fmt_time(x.high_ns / x.elements)
+            ),
             None => "—".into(),
         };
         let ratio = |a: &Option<Measured>, b: &Option<Measured>| match (a, b) {
@@ -146,7 +185,15 @@ fn main() -> Result<()> {
         let r_redb = ratio(&m[0], &m[1]);
         ratios.insert(group, (r_lmdb, r_redb));
         let show = |r: Option<f64>| r.map_or("—".to_string(), |r| format!("{r:.2}×"));
-        writeln!(md, "| {label} | {} | {} | {} | {} | {} |", cell(&m[0]), cell(&m[1]), cell(&m[2]), show(r_lmdb), show(r_redb))?;
+        writeln!(
+            md,
+            "| {label} | {} | {} | {} | {} | {} |",
+            cell(&m[0]),
+            cell(&m[1]),
+            cell(&m[2]),
+            show(r_lmdb),
+            show(r_redb)
+        )?;
     }
     let one = read(&dir, "durable_commit", "btree")?;
     let two = read(&dir, "durable_commit", "btree-2fsync")?;
@@ -161,11 +208,19 @@ fn main() -> Result<()> {
         writeln!(md, "- random reads within 1.25× of LMDB (btree/lmdb ≥ 0.80): {l:.2} — {}; faster than redb: {r:.2}× — {}", verdict(*l >= 0.8), verdict(*r > 1.0))?;
     }
     if let Some((_, Some(r))) = ratios.get("batched_write_1000") {
-        writeln!(md, "- batched writes faster than redb: {r:.2}× — {}", verdict(*r > 1.0))?;
+        writeln!(
+            md,
+            "- batched writes faster than redb: {r:.2}× — {}",
+            verdict(*r > 1.0)
+        )?;
     }
     if let (Some(one), Some(two)) = (&one, &two) {
         let x = one.ops_per_s() / two.ops_per_s();
-        writeln!(md, "- individual durable commits ≥ 1.6× faster with one fsync than with two: {x:.2}× — {}", verdict(x >= 1.6))?;
+        writeln!(
+            md,
+            "- individual durable commits ≥ 1.6× faster with one fsync than with two: {x:.2}× — {}",
+            verdict(x >= 1.6)
+        )?;
     }
     std::fs::create_dir_all(out.parent().unwrap_or(Path::new(".")))?;
     std::fs::write(&out, &md)?;

@@ -18,7 +18,13 @@ impl BtreeBackend {
             Durability::DurableTwoFsync => SyncMode::Double,
             Durability::NoSync => SyncMode::None,
         };
-        let db = Db::open(path, Options { sync, ..Options::default() })?;
+        let db = Db::open(
+            path,
+            Options {
+                sync,
+                ..Options::default()
+            },
+        )?;
         Ok(BtreeBackend { db })
     }
 
@@ -43,7 +49,12 @@ struct Snapshot {
 
 impl Snapshot {
     fn bucket(&self, name: &str) -> Result<btree::Bucket<'_>> {
-        let cached = self.roots.borrow().iter().find(|(n, _)| n == name).map(|(_, r)| *r);
+        let cached = self
+            .roots
+            .borrow()
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, r)| *r);
         let root = match cached {
             Some(root) => root,
             None => {
@@ -67,7 +78,13 @@ impl ReadSnapshot for Snapshot {
         }
     }
 
-    fn range(&self, bucket: &str, start: &[u8], end: Option<&[u8]>, f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<()> {
+    fn range(
+        &self,
+        bucket: &str,
+        start: &[u8],
+        end: Option<&[u8]>,
+        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<()> {
         let b = self.bucket(bucket)?;
         let end = end.map_or(Bound::Unbounded, Bound::Excluded);
         for entry in b.range(Bound::Included(start), end) {
@@ -89,7 +106,9 @@ impl WriteBatch for Batch<'_> {
     }
 
     fn put(&mut self, bucket: &str, key: &[u8], value: &[u8]) -> Result<()> {
-        self.0.put(bucket.as_bytes(), key, value).map_err(bucket_err)
+        self.0
+            .put(bucket.as_bytes(), key, value)
+            .map_err(bucket_err)
     }
 
     fn delete(&mut self, bucket: &str, key: &[u8]) -> Result<bool> {

@@ -8,7 +8,10 @@
 
 use super::{Backend, BackendKind, Durability, Error, ReadSnapshot, Result, UpdateFn, WriteBatch};
 use heed::types::Bytes;
-use heed::{CommitOrAbort, CommitToken, CompactionOption, DatabaseOpener, Env, EnvFlags, EnvOpenOptions, OnCommit, RoTxn, RwTxn, WithoutTls};
+use heed::{
+    CommitOrAbort, CommitToken, CompactionOption, DatabaseOpener, Env, EnvFlags, EnvOpenOptions,
+    OnCommit, RoTxn, RwTxn, WithoutTls,
+};
 use parking_lot::RwLock;
 use std::collections::HashMap;
 use std::io::Write;
@@ -34,7 +37,10 @@ struct Opened<'e>(Vec<(String, Db<'e>)>);
 impl OnCommit for Opened<'_> {
     type Committed = Vec<(String, Db<'static>)>;
     fn on_commit(self, token: &CommitToken) -> Self::Committed {
-        self.0.into_iter().map(|(name, db)| (name, db.on_commit(token))).collect()
+        self.0
+            .into_iter()
+            .map(|(name, db)| (name, db.on_commit(token)))
+            .collect()
     }
 }
 
@@ -66,22 +72,36 @@ impl LmdbBackend {
         let rtxn = self.env.read_txn()?;
         let opened = self
             .env
-            .open_databases_and_commit(rtxn, |opener, rtxn| -> Result<CommitOrAbort<Opened<'_>, ()>> {
-                let mut out = Vec::new();
-                let Some(main) = opener.database_options().types::<Bytes, Bytes>().open(rtxn)? else {
-                    return Ok(CommitOrAbort::Commit(Opened(out)));
-                };
-                let names: Vec<String> = main
-                    .iter(rtxn)?
-                    .filter_map(|e| e.ok().and_then(|(k, _)| String::from_utf8(k.to_vec()).ok()))
-                    .collect();
-                for name in names {
-                    if let Some(db) = opener.database_options().types::<Bytes, Bytes>().name(&name).open(rtxn)? {
-                        out.push((name, db));
+            .open_databases_and_commit(
+                rtxn,
+                |opener, rtxn| -> Result<CommitOrAbort<Opened<'_>, ()>> {
+                    let mut out = Vec::new();
+                    let Some(main) = opener
+                        .database_options()
+                        .types::<Bytes, Bytes>()
+                        .open(rtxn)?
+                    else {
+                        return Ok(CommitOrAbort::Commit(Opened(out)));
+                    };
+                    let names: Vec<String> = main
+                        .iter(rtxn)?
+                        .filter_map(|e| {
+                            e.ok().and_then(|(k, _)| String::from_utf8(k.to_vec()).ok())
+                        })
+                        .collect();
+                    for name in names {
+                        if let Some(db) = opener
+                            .database_options()
+                            .types::<Bytes, Bytes>()
+                            .name(&name)
+                            .open(rtxn)?
+                        {
+                            out.push((name, db));
+                        }
                     }
-                }
-                Ok(CommitOrAbort::Commit(Opened(out)))
-            })?
+                    Ok(CommitOrAbort::Commit(Opened(out)))
+                },
+            )?
             .unwrap_commit();
         self.handles.write().extend(opened);
         Ok(())
@@ -95,7 +115,11 @@ struct Snapshot {
 
 impl Snapshot {
     fn db(&self, bucket: &str) -> Result<Db<'static>> {
-        self.handles.read().get(bucket).copied().ok_or_else(|| Error::BucketNotFound(bucket.to_string()))
+        self.handles
+            .read()
+            .get(bucket)
+            .copied()
+            .ok_or_else(|| Error::BucketNotFound(bucket.to_string()))
     }
 }
 
@@ -110,10 +134,20 @@ impl ReadSnapshot for Snapshot {
         }
     }
 
-    fn range(&self, bucket: &str, start: &[u8], end: Option<&[u8]>, f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<()> {
+    fn range(
+        &self,
+        bucket: &str,
+        start: &[u8],
+        end: Option<&[u8]>,
+        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<()> {
         let end = end.map_or(Bound::Unbounded, Bound::Excluded);
         // LMDB rejects empty keys, also as a seek target: "" is the start.
-        let start = if start.is_empty() { Bound::Unbounded } else { Bound::Included(start) };
+        let start = if start.is_empty() {
+            Bound::Unbounded
+        } else {
+            Bound::Included(start)
+        };
         for entry in self.db(bucket)?.range(&self.tx, &(start, end))? {
             let (k, v) = entry?;
             if !f(k, v) {
@@ -148,7 +182,12 @@ impl WriteBatch for Batch<'_, '_> {
         if self.db(bucket).is_ok() {
             return Ok(());
         }
-        let db = self.opener.database_options().types::<Bytes, Bytes>().name(bucket).create(self.tx)?;
+        let db = self
+            .opener
+            .database_options()
+            .types::<Bytes, Bytes>()
+            .name(bucket)
+            .create(self.tx)?;
         self.opened.push((bucket.to_string(), db));
         Ok(())
     }
@@ -182,16 +221,19 @@ impl Backend for LmdbBackend {
         let wtxn = self.env.write_txn()?;
         let opened = self
             .env
-            .create_databases_and_commit(wtxn, |opener, tx| -> Result<CommitOrAbort<Opened<'_>, ()>> {
-                let mut batch = Batch {
-                    opener,
-                    tx,
-                    known: &known,
-                    opened: Vec::new(),
-                };
-                f(&mut batch)?;
-                Ok(CommitOrAbort::Commit(Opened(batch.opened)))
-            })?
+            .create_databases_and_commit(
+                wtxn,
+                |opener, tx| -> Result<CommitOrAbort<Opened<'_>, ()>> {
+                    let mut batch = Batch {
+                        opener,
+                        tx,
+                        known: &known,
+                        opened: Vec::new(),
+                    };
+                    f(&mut batch)?;
+                    Ok(CommitOrAbort::Commit(Opened(batch.opened)))
+                },
+            )?
             .unwrap_commit();
         if !opened.is_empty() {
             self.handles.write().extend(opened);

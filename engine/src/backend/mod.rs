@@ -158,7 +158,11 @@ mod tests {
             be.update(&mut |w| {
                 w.create_bucket("b")?;
                 for i in 0u32..2000 {
-                    w.put("b", &i.to_be_bytes(), &vec![i as u8; (i % 50) as usize * 100])?;
+                    w.put(
+                        "b",
+                        &i.to_be_bytes(),
+                        &vec![i as u8; (i % 50) as usize * 100],
+                    )?;
                 }
                 assert!(w.delete("b", &7u32.to_be_bytes())?);
                 assert!(!w.delete("b", &7u32.to_be_bytes())?);
@@ -172,13 +176,26 @@ mod tests {
                 Err(Error::Unsupported("test", "test"))
             });
             assert!(failed.is_err());
-            assert_eq!(snap.get_owned("b", &7u32.to_be_bytes()).unwrap(), None, "{kind:?}");
-            assert_eq!(snap.get_owned("b", &9u32.to_be_bytes()).unwrap(), Some(vec![9u8; 900]), "{kind:?}");
+            assert_eq!(
+                snap.get_owned("b", &7u32.to_be_bytes()).unwrap(),
+                None,
+                "{kind:?}"
+            );
+            assert_eq!(
+                snap.get_owned("b", &9u32.to_be_bytes()).unwrap(),
+                Some(vec![9u8; 900]),
+                "{kind:?}"
+            );
             let mut keys = Vec::new();
-            snap.range("b", &100u32.to_be_bytes(), Some(&110u32.to_be_bytes()), &mut |k, _| {
-                keys.push(u32::from_be_bytes(k.try_into().unwrap()));
-                keys.len() < 5
-            })
+            snap.range(
+                "b",
+                &100u32.to_be_bytes(),
+                Some(&110u32.to_be_bytes()),
+                &mut |k, _| {
+                    keys.push(u32::from_be_bytes(k.try_into().unwrap()));
+                    keys.len() < 5
+                },
+            )
             .unwrap();
             assert_eq!(keys, vec![100, 101, 102, 103, 104], "{kind:?}");
             let mut n = 0;
@@ -188,8 +205,20 @@ mod tests {
             })
             .unwrap();
             assert_eq!(n, 1999, "{kind:?}");
-            assert_eq!(be.read().unwrap().get_owned("b", &1u32.to_be_bytes()).unwrap(), Some(vec![1u8; 100]));
-            assert!(matches!(snap.get("missing", b"k", &mut |_| {}), Err(Error::BucketNotFound(_))), "{kind:?}");
+            assert_eq!(
+                be.read()
+                    .unwrap()
+                    .get_owned("b", &1u32.to_be_bytes())
+                    .unwrap(),
+                Some(vec![1u8; 100])
+            );
+            assert!(
+                matches!(
+                    snap.get("missing", b"k", &mut |_| {}),
+                    Err(Error::BucketNotFound(_))
+                ),
+                "{kind:?}"
+            );
             assert!(be.size_bytes().unwrap() > 0);
         }
     }
@@ -197,7 +226,12 @@ mod tests {
     #[test]
     fn btree_snapshot_stream_opens_as_a_database() {
         let dir = tempfile::tempdir().unwrap();
-        let be = open(BackendKind::Btree, &dir.path().join("db"), Durability::Durable).unwrap();
+        let be = open(
+            BackendKind::Btree,
+            &dir.path().join("db"),
+            Durability::Durable,
+        )
+        .unwrap();
         be.update(&mut |w| {
             w.create_bucket("b")?;
             w.put("b", b"k", b"v")
@@ -207,7 +241,15 @@ mod tests {
         let n = be.snapshot_to(&mut out).unwrap();
         assert_eq!(n as usize, out.len());
         std::fs::write(dir.path().join("copy"), &out).unwrap();
-        let copy = open(BackendKind::Btree, &dir.path().join("copy"), Durability::Durable).unwrap();
-        assert_eq!(copy.read().unwrap().get_owned("b", b"k").unwrap(), Some(b"v".to_vec()));
+        let copy = open(
+            BackendKind::Btree,
+            &dir.path().join("copy"),
+            Durability::Durable,
+        )
+        .unwrap();
+        assert_eq!(
+            copy.read().unwrap().get_owned("b", b"k").unwrap(),
+            Some(b"v".to_vec())
+        );
     }
 }

@@ -38,20 +38,21 @@ impl RedbBackend {
     }
 }
 
+type ReadTable = redb::ReadOnlyTable<&'static [u8], &'static [u8]>;
+
 struct Snapshot {
     tx: redb::ReadTransaction,
-    tables: parking_lot::Mutex<HashMap<String, redb::ReadOnlyTable<&'static [u8], &'static [u8]>>>,
+    tables: parking_lot::Mutex<HashMap<String, ReadTable>>,
 }
 
 impl Snapshot {
-    fn with_table<R>(
-        &self,
-        bucket: &str,
-        f: impl FnOnce(&redb::ReadOnlyTable<&'static [u8], &'static [u8]>) -> Result<R>,
-    ) -> Result<R> {
+    fn with_table<R>(&self, bucket: &str, f: impl FnOnce(&ReadTable) -> Result<R>) -> Result<R> {
         let mut tables = self.tables.lock();
         if !tables.contains_key(bucket) {
-            let t = self.tx.open_table(Table::new(bucket)).map_err(|e| table_err(bucket, e))?;
+            let t = self
+                .tx
+                .open_table(Table::new(bucket))
+                .map_err(|e| table_err(bucket, e))?;
             tables.insert(bucket.to_string(), t);
         }
         f(&tables[bucket])
@@ -69,10 +70,19 @@ impl ReadSnapshot for Snapshot {
         })
     }
 
-    fn range(&self, bucket: &str, start: &[u8], end: Option<&[u8]>, f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<()> {
+    fn range(
+        &self,
+        bucket: &str,
+        start: &[u8],
+        end: Option<&[u8]>,
+        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<()> {
         self.with_table(bucket, |t| {
             let end = end.map_or(Bound::Unbounded, Bound::Excluded);
-            for entry in t.range::<&[u8]>((Bound::Included(start), end)).map_err(err)? {
+            for entry in t
+                .range::<&[u8]>((Bound::Included(start), end))
+                .map_err(err)?
+            {
                 let (k, v) = entry.map_err(err)?;
                 if !f(k.value(), v.value()) {
                     break;
@@ -89,13 +99,20 @@ struct Batch<'a> {
 }
 
 impl<'a> Batch<'a> {
-    fn table(&mut self, bucket: &str, create: bool) -> Result<&mut redb::Table<'a, &'static [u8], &'static [u8]>> {
+    fn table(
+        &mut self,
+        bucket: &str,
+        create: bool,
+    ) -> Result<&mut redb::Table<'a, &'static [u8], &'static [u8]>> {
         if !self.tables.contains_key(bucket) {
             // redb's open_table creates missing tables; only create_bucket may.
             if !create && !self.exists(bucket)? {
                 return Err(Error::BucketNotFound(bucket.to_string()));
             }
-            let t = self.tx.open_table(Table::new(bucket)).map_err(|e| table_err(bucket, e))?;
+            let t = self
+                .tx
+                .open_table(Table::new(bucket))
+                .map_err(|e| table_err(bucket, e))?;
             self.tables.insert(bucket.to_string(), t);
         }
         Ok(self.tables.get_mut(bucket).expect("inserted above"))
@@ -103,7 +120,11 @@ impl<'a> Batch<'a> {
 
     fn exists(&self, bucket: &str) -> Result<bool> {
         use redb::TableHandle;
-        Ok(self.tx.list_tables().map_err(err)?.any(|t| t.name() == bucket))
+        Ok(self
+            .tx
+            .list_tables()
+            .map_err(err)?
+            .any(|t| t.name() == bucket))
     }
 }
 
@@ -118,7 +139,11 @@ impl WriteBatch for Batch<'_> {
     }
 
     fn delete(&mut self, bucket: &str, key: &[u8]) -> Result<bool> {
-        Ok(self.table(bucket, false)?.remove(key).map_err(err)?.is_some())
+        Ok(self
+            .table(bucket, false)?
+            .remove(key)
+            .map_err(err)?
+            .is_some())
     }
 }
 

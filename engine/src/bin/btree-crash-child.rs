@@ -37,13 +37,20 @@ fn main() {
         tx.create_bucket(crash_workload::BUCKET).expect("bucket");
         for op in crash_workload::workload(next) {
             match op {
-                crash_workload::Op::Put(k, v) => tx.put(crash_workload::BUCKET, &k, &v).expect("put"),
+                crash_workload::Op::Put(k, v) => {
+                    tx.put(crash_workload::BUCKET, &k, &v).expect("put")
+                }
                 crash_workload::Op::Delete(k) => {
                     tx.delete(crash_workload::BUCKET, &k).expect("delete");
                 }
             }
         }
-        tx.put(crash_workload::BUCKET, crash_workload::MARKER, &next.to_le_bytes()).expect("marker");
+        tx.put(
+            crash_workload::BUCKET,
+            crash_workload::MARKER,
+            &next.to_le_bytes(),
+        )
+        .expect("marker");
         tx.commit().expect("commit");
         let mut out = stdout.lock();
         writeln!(out, "{next}").expect("stdout");

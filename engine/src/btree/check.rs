@@ -71,7 +71,10 @@ impl<'a> Walk<'a> {
 
     fn claim(&mut self, pgid: u64, span: u64, owner: Owner, what: &str) -> bool {
         if pgid < 2 || pgid.saturating_add(span) > self.meta.high_water {
-            self.error(format!("{what} at page {pgid} (+{span}) lies outside [2, {})", self.meta.high_water));
+            self.error(format!(
+                "{what} at page {pgid} (+{span}) lies outside [2, {})",
+                self.meta.high_water
+            ));
             return false;
         }
         for p in pgid..pgid + span {
@@ -127,7 +130,9 @@ impl<'a> Walk<'a> {
             self.error(format!("page {}: tree deeper than {MAX_DEPTH}", link.pgid));
             return;
         }
-        let Some(buf) = self.span(link, 1, "node") else { return };
+        let Some(buf) = self.span(link, 1, "node") else {
+            return;
+        };
         let view = match PageView::new(buf, page::Header::read(buf)) {
             Ok(v) => v,
             Err(e) => return self.error(e.to_string()),
@@ -153,7 +158,9 @@ impl<'a> Walk<'a> {
         }
         if let (Some(hi), Some(last)) = (hi, keys.last()) {
             if *last >= hi {
-                self.error(format!("page {pgid}: key at or above the next sibling's bound"));
+                self.error(format!(
+                    "page {pgid}: key at or above the next sibling's bound"
+                ));
             }
         }
         if view.is_leaf() {
@@ -162,7 +169,11 @@ impl<'a> Walk<'a> {
             if counts.depth == 0 {
                 counts.depth = depth + 1;
             } else if counts.depth != depth + 1 {
-                self.error(format!("page {pgid}: leaf at depth {} where others are at {}", depth + 1, counts.depth));
+                self.error(format!(
+                    "page {pgid}: leaf at depth {} where others are at {}",
+                    depth + 1,
+                    counts.depth
+                ));
             }
             if n == 0 && depth > 0 {
                 self.error(format!("page {pgid}: empty non-root leaf"));
@@ -178,7 +189,11 @@ impl<'a> Walk<'a> {
                         counts.overflow_pages += span;
                         if let Some(buf) = self.span(&o, span, "overflow") {
                             if buf[24] != KIND_OVERFLOW {
-                                self.error(format!("page {}: overflow link to a {} page", o.pgid, page::kind_name(buf[24])));
+                                self.error(format!(
+                                    "page {}: overflow link to a {} page",
+                                    o.pgid,
+                                    page::kind_name(buf[24])
+                                ));
                             }
                         }
                     }
@@ -237,7 +252,11 @@ pub(crate) fn walk<'a>(rx: &'a ReadTx) -> Walk<'a> {
         if let Some(buf) = w.span(&meta.freelist, span, "freelist") {
             w.freelist_pages = span;
             if buf[24] != KIND_FREELIST {
-                w.error(format!("page {}: freelist link to a {} page", meta.freelist.pgid, page::kind_name(buf[24])));
+                w.error(format!(
+                    "page {}: freelist link to a {} page",
+                    meta.freelist.pgid,
+                    page::kind_name(buf[24])
+                ));
             }
             match Freelist::decode(buf, meta.freelist.pgid, meta.high_water) {
                 Ok(list) => {
@@ -249,7 +268,9 @@ pub(crate) fn walk<'a>(rx: &'a ReadTx) -> Walk<'a> {
             }
         }
     }
-    let leaked: Vec<u64> = (2..meta.high_water).filter(|&p| w.owner[p as usize] == Owner::None).collect();
+    let leaked: Vec<u64> = (2..meta.high_water)
+        .filter(|&p| w.owner[p as usize] == Owner::None)
+        .collect();
     for p in leaked {
         w.error(format!("page {p} is neither reachable nor free (leaked)"));
     }

@@ -126,10 +126,13 @@ impl<'a> PageWriter<'a> {
     fn grow(&mut self) -> Result<()> {
         let opts = &self.inner.opts;
         let ps = self.page_size as u64;
-        let step = (self.file_pages * ps / 8).clamp(opts.grow_step_min_bytes, opts.grow_step_max_bytes) / ps;
+        let step = (self.file_pages * ps / 8)
+            .clamp(opts.grow_step_min_bytes, opts.grow_step_max_bytes)
+            / ps;
         let pages = self.high_water.max(self.file_pages + step.max(1));
         let file = &self.inner.file;
-        allocate(file, self.file_pages * ps, (pages - self.file_pages) * ps).map_err(|e| self.inner.io(e))?;
+        allocate(file, self.file_pages * ps, (pages - self.file_pages) * ps)
+            .map_err(|e| self.inner.io(e))?;
         self.file_pages = pages;
         Ok(())
     }
@@ -169,13 +172,18 @@ impl<'a> PageWriter<'a> {
                 j += 1;
             }
             if let Some(next) = self.spans.get(j) {
-                assert!(next.0 >= end, "page {} allocated twice in one commit", next.0);
+                assert!(
+                    next.0 >= end,
+                    "page {} allocated twice in one commit",
+                    next.0
+                );
             }
             let slices: Vec<&[u8]> = self.spans[i..j]
                 .iter()
                 .map(|&(_, at, span)| &self.buf[at..at + span as usize * ps])
                 .collect();
-            pwritev_all(&self.inner.file, &slices, start * ps as u64).map_err(|e| self.inner.io(e))?;
+            pwritev_all(&self.inner.file, &slices, start * ps as u64)
+                .map_err(|e| self.inner.io(e))?;
             i = j;
         }
         // The page cache now holds exactly the bytes sealed above: readers
@@ -254,7 +262,12 @@ fn pwritev_all(file: &File, slices: &[&[u8]], mut offset: u64) -> std::io::Resul
         // call and not mutated meanwhile; the count matches the array; the
         // kernel only reads from them (pwritev).
         let n = unsafe {
-            libc::pwritev(file.as_raw_fd(), iov[first..].as_ptr(), (iov.len() - first) as libc::c_int, offset as libc::off_t)
+            libc::pwritev(
+                file.as_raw_fd(),
+                iov[first..].as_ptr(),
+                (iov.len() - first) as libc::c_int,
+                offset as libc::off_t,
+            )
         };
         if n < 0 {
             let err = std::io::Error::last_os_error();
@@ -264,7 +277,10 @@ fn pwritev_all(file: &File, slices: &[&[u8]], mut offset: u64) -> std::io::Resul
             return Err(err);
         }
         if n == 0 {
-            return Err(std::io::Error::new(std::io::ErrorKind::WriteZero, "pwritev wrote nothing"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::WriteZero,
+                "pwritev wrote nothing",
+            ));
         }
         offset += n as u64;
         let mut left = n as usize;
@@ -288,7 +304,14 @@ fn pwritev_all(file: &File, slices: &[&[u8]], mut offset: u64) -> std::io::Resul
 /// so later overwrites need no block allocation inside the commit's fsync.
 fn allocate(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
     // SAFETY: fallocate on a descriptor we own; no memory is passed.
-    let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, offset as libc::off_t, len as libc::off_t) };
+    let rc = unsafe {
+        libc::fallocate(
+            file.as_raw_fd(),
+            0,
+            offset as libc::off_t,
+            len as libc::off_t,
+        )
+    };
     if rc == 0 {
         return Ok(());
     }
@@ -309,7 +332,12 @@ pub(crate) struct CommitInput {
 
 /// Writes the commit `txid` and publishes it. On error the caller poisons
 /// the database: the in-memory allocator may disagree with the file.
-pub(crate) fn commit(inner: &Inner, state: &mut WriterState, txid: u64, input: CommitInput) -> Result<CommitInfo> {
+pub(crate) fn commit(
+    inner: &Inner,
+    state: &mut WriterState,
+    txid: u64,
+    input: CommitInput,
+) -> Result<CommitInfo> {
     let CommitInput {
         mut catalog,
         buckets,
@@ -320,7 +348,15 @@ pub(crate) fn commit(inner: &Inner, state: &mut WriterState, txid: u64, input: C
     assert_eq!(txid, old.txid + 1, "commits are consecutive");
     let map = state.map.clone();
     let buf = std::mem::take(&mut state.page_buf);
-    let mut w = PageWriter::new(inner, &map, &mut state.freelist, buf, txid, old.high_water, state.file_pages);
+    let mut w = PageWriter::new(
+        inner,
+        &map,
+        &mut state.freelist,
+        buf,
+        txid,
+        old.high_water,
+        state.file_pages,
+    );
     // Bucket trees first; their new roots then go into the catalog, whose
     // copy-on-write frees pages into this commit's pending list.
     for (name, root) in buckets {
@@ -358,7 +394,14 @@ pub(crate) fn commit(inner: &Inner, state: &mut WriterState, txid: u64, input: C
         let mut buf = Freelist::encode(&extents, pgid, span, txid, ps);
         let checksum = page::seal(&mut buf);
         w.write(pgid, &buf)?;
-        (PageRef { pgid, checksum, txid }, span)
+        (
+            PageRef {
+                pgid,
+                checksum,
+                txid,
+            },
+            span,
+        )
     };
     w.flush()?;
     let mut buf = std::mem::take(&mut w.buf);
@@ -384,7 +427,10 @@ pub(crate) fn commit(inner: &Inner, state: &mut WriterState, txid: u64, input: C
         inner.file.sync_data().map_err(io)?;
         fsyncs += 1;
     }
-    inner.file.write_all_at(&meta.encode(ps), meta.slot() * ps as u64).map_err(io)?;
+    inner
+        .file
+        .write_all_at(&meta.encode(ps), meta.slot() * ps as u64)
+        .map_err(io)?;
     if inner.opts.sync != SyncMode::None {
         inner.file.sync_data().map_err(io)?;
         fsyncs += 1;
@@ -396,7 +442,12 @@ pub(crate) fn commit(inner: &Inner, state: &mut WriterState, txid: u64, input: C
     state.meta = meta;
     if file_pages != state.map.pages() {
         state.file_pages = file_pages;
-        state.map = Arc::new(Mapping::new(&inner.file, file_pages * ps as u64, ps, &inner.path)?);
+        state.map = Arc::new(Mapping::new(
+            &inner.file,
+            file_pages * ps as u64,
+            ps,
+            &inner.path,
+        )?);
     }
     inner.publish(Snapshot {
         meta,
@@ -409,4 +460,3 @@ pub(crate) fn commit(inner: &Inner, state: &mut WriterState, txid: u64, input: C
         fsyncs,
     })
 }
-

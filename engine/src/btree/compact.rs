@@ -116,7 +116,8 @@ impl ReadTx {
                 }
             }
             let until = extents.peek().map_or(meta.high_water, |e| e.start);
-            out.write_all(snap.map.raw(pgid, until - pgid)?).map_err(io)?;
+            out.write_all(snap.map.raw(pgid, until - pgid)?)
+                .map_err(io)?;
             pgid = until;
         }
         Ok(meta.high_water * ps as u64)

@@ -97,7 +97,10 @@ pub fn get<'a>(map: &'a Mapping, root: View<'a>, key: &[u8]) -> Result<Option<&'
         }
         view = view.child(map, child_index(found))?;
     }
-    Err(Error::corrupt(0, "tree deeper than any valid tree (cycle?)"))
+    Err(Error::corrupt(
+        0,
+        "tree deeper than any valid tree (cycle?)",
+    ))
 }
 
 fn corrupt_empty_branch(view: &View<'_>) -> Error {
@@ -138,7 +141,10 @@ impl<'a> Cursor<'a> {
 
     fn push(&mut self, view: View<'a>, i: usize) -> Result<()> {
         if self.stack.len() >= MAX_DEPTH {
-            return Err(Error::corrupt(0, "tree deeper than any valid tree (cycle?)"));
+            return Err(Error::corrupt(
+                0,
+                "tree deeper than any valid tree (cycle?)",
+            ));
         }
         self.stack.push((view, i));
         Ok(())
@@ -217,6 +223,9 @@ impl<'a> Cursor<'a> {
         Ok(None)
     }
 
+    /// Moves to the next entry. (Not `Iterator::next`: it can fail; use
+    /// `range` for an iterator.)
+    #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<Entry<'a>>> {
         match self.stack.last_mut() {
             None => Ok(None),

@@ -6,8 +6,8 @@ use super::error::{Error, Result};
 use super::freelist::Freelist;
 use super::mapping::Mapping;
 use super::meta::Meta;
-use super::options::MAX_PAGE_SIZE;
 use super::node::{LeafVal, Node};
+use super::options::MAX_PAGE_SIZE;
 use super::options::{valid_page_size, Options};
 use super::page::PageRef;
 use super::tree::MAX_DEPTH;
@@ -188,7 +188,12 @@ impl Db {
 
     /// File size in bytes (including preallocated, unused tail pages).
     pub fn file_size_bytes(&self) -> Result<u64> {
-        Ok(self.inner.file.metadata().map_err(|e| self.inner.io(e))?.len())
+        Ok(self
+            .inner
+            .file
+            .metadata()
+            .map_err(|e| self.inner.io(e))?
+            .len())
     }
 }
 
@@ -233,11 +238,16 @@ fn initialize(file: &File, opts: &Options, path: &Path) -> Result<()> {
             freelist_span: 0,
             high_water: 3,
         };
-        file.write_all_at(&meta.encode(ps), txid * ps as u64).map_err(io)?;
+        file.write_all_at(&meta.encode(ps), txid * ps as u64)
+            .map_err(io)?;
     }
     file.sync_all().map_err(io)?;
     if let Some(dir) = path.parent() {
-        let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
         File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
     }
     Ok(())
@@ -276,12 +286,19 @@ fn recover(file: &File, opts: &Options, path: &Path) -> Result<(Meta, Mapping, R
             break;
         }
     }
-    let mut candidates: Vec<Meta> = [&m0, &m1].into_iter().filter_map(|m| m.as_ref().ok().copied()).collect();
+    let mut candidates: Vec<Meta> = [&m0, &m1]
+        .into_iter()
+        .filter_map(|m| m.as_ref().ok().copied())
+        .collect();
     candidates.sort_by_key(|m| std::cmp::Reverse(m.txid));
     if candidates.is_empty() {
         return Err(match (m0, m1) {
-            (Err(e @ Error::NotABtree { .. }), Err(Error::NotABtree { .. }) | Err(Error::Corrupt { .. })) => e,
-            (Err(e @ Error::UnsupportedVersion { .. }), _) | (_, Err(e @ Error::UnsupportedVersion { .. })) => e,
+            (
+                Err(e @ Error::NotABtree { .. }),
+                Err(Error::NotABtree { .. }) | Err(Error::Corrupt { .. }),
+            ) => e,
+            (Err(e @ Error::UnsupportedVersion { .. }), _)
+            | (_, Err(e @ Error::UnsupportedVersion { .. })) => e,
             (a, b) => Error::NoValidMeta {
                 meta0: a.err().map(|e| e.to_string()).unwrap_or_default(),
                 meta1: b.err().map(|e| e.to_string()).unwrap_or_default(),
@@ -336,15 +353,27 @@ pub(crate) fn verify_commit(map: &Mapping, meta: &Meta) -> Result<()> {
     Ok(())
 }
 
-fn verify_links(map: &Mapping, link: &PageRef, txid: u64, catalog: bool, depth: usize) -> Result<()> {
+fn verify_links(
+    map: &Mapping,
+    link: &PageRef,
+    txid: u64,
+    catalog: bool,
+    depth: usize,
+) -> Result<()> {
     if link.txid > txid {
-        return Err(Error::corrupt(link.pgid, format!("linked from commit {txid} with a later txid {}", link.txid)));
+        return Err(Error::corrupt(
+            link.pgid,
+            format!("linked from commit {txid} with a later txid {}", link.txid),
+        ));
     }
     if link.txid != txid {
         return Ok(());
     }
     if depth > MAX_DEPTH {
-        return Err(Error::corrupt(link.pgid, "tree deeper than any valid tree (cycle?)"));
+        return Err(Error::corrupt(
+            link.pgid,
+            "tree deeper than any valid tree (cycle?)",
+        ));
     }
     let view = map.node(link)?;
     for i in 0..view.count() {
@@ -370,7 +399,10 @@ fn verify_links(map: &Mapping, link: &PageRef, txid: u64, catalog: bool, depth: 
 /// Decodes a catalog value (a bucket's root link).
 pub(crate) fn bucket_link(value: &[u8], pgid: u64) -> Result<PageRef> {
     if value.len() != super::page::PAGE_REF_LEN {
-        return Err(Error::corrupt(pgid, format!("catalog value of {} bytes", value.len())));
+        return Err(Error::corrupt(
+            pgid,
+            format!("catalog value of {} bytes", value.len()),
+        ));
     }
     Ok(PageRef::decode(value).expect("length checked"))
 }

@@ -42,7 +42,9 @@ impl Freelist {
     }
 
     pub fn extents(&self) -> impl Iterator<Item = Extent> + '_ {
-        self.by_start.iter().map(|(&start, &len)| Extent { start, len })
+        self.by_start
+            .iter()
+            .map(|(&start, &len)| Extent { start, len })
     }
 
     /// Takes `n` contiguous pages: the shortest extent that is long enough,
@@ -136,7 +138,9 @@ impl Freelist {
         let count = get_u64(buf, HEADER_LEN);
         let body = (buf.len() - HEADER_LEN - BODY_HEADER) as u64 / EXTENT_LEN as u64;
         if count > body {
-            return Err(bad(format!("freelist claims {count} extents, room for {body}")));
+            return Err(bad(format!(
+                "freelist claims {count} extents, room for {body}"
+            )));
         }
         let mut extents = Vec::with_capacity(count as usize);
         let mut at = HEADER_LEN + BODY_HEADER;
@@ -146,7 +150,12 @@ impl Freelist {
                 len: get_u64(buf, at + 8),
             };
             at += EXTENT_LEN;
-            if e.len == 0 || e.start < 2 || e.start.checked_add(e.len).is_none_or(|end| end > high_water) {
+            if e.len == 0
+                || e.start < 2
+                || e.start
+                    .checked_add(e.len)
+                    .is_none_or(|end| end > high_water)
+            {
                 return Err(bad(format!("free extent {e:?} outside [2, {high_water})")));
             }
             extents.push(e);
@@ -155,7 +164,10 @@ impl Freelist {
         let mut list = Freelist::default();
         for pair in extents.windows(2) {
             if pair[0].end() > pair[1].start {
-                return Err(bad(format!("free extents {:?} and {:?} overlap", pair[0], pair[1])));
+                return Err(bad(format!(
+                    "free extents {:?} and {:?} overlap",
+                    pair[0], pair[1]
+                )));
             }
         }
         for e in extents {

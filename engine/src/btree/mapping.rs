@@ -26,7 +26,10 @@ pub struct Mapping {
 
 impl Mapping {
     pub fn new(file: &File, len: u64, page_size: usize, path: &Path) -> Result<Mapping> {
-        assert!(len as usize % page_size == 0, "file length is a whole number of pages");
+        assert!(
+            (len as usize).is_multiple_of(page_size),
+            "file length is a whole number of pages"
+        );
         // SAFETY: the map is read-only and private to this process's view of
         // a file it holds an exclusive flock on (Db::open). Pages reachable
         // from any live snapshot are never rewritten (copy-on-write plus the
@@ -65,10 +68,15 @@ impl Mapping {
     pub fn raw(&self, pgid: u64, span: u64) -> Result<&[u8]> {
         let end = pgid.checked_add(span).filter(|&e| e <= self.pages());
         match end {
-            Some(end) => Ok(&self.mmap[pgid as usize * self.page_size..end as usize * self.page_size]),
+            Some(end) => {
+                Ok(&self.mmap[pgid as usize * self.page_size..end as usize * self.page_size])
+            }
             None => Err(Error::corrupt(
                 pgid,
-                format!("span of {span} pages runs past the end of the file ({} pages)", self.pages()),
+                format!(
+                    "span of {span} pages runs past the end of the file ({} pages)",
+                    self.pages()
+                ),
             )),
         }
     }
@@ -99,7 +107,11 @@ impl Mapping {
         let buf = self.raw(link.pgid, span)?;
         let header = Header::read(buf);
         let fresh = !self.is_verified(link.pgid);
-        if fresh || header.checksum != link.checksum || header.pgid != link.pgid || header.txid != link.txid {
+        if fresh
+            || header.checksum != link.checksum
+            || header.pgid != link.pgid
+            || header.txid != link.txid
+        {
             page::verify(buf, link)?;
             self.mark_verified(link.pgid);
         }
@@ -114,9 +126,16 @@ impl Mapping {
         match kind {
             Some(kind) if kind != header.kind => Error::corrupt(
                 link.pgid,
-                format!("expected a {} page, found kind {}", page::kind_name(kind), header.kind),
+                format!(
+                    "expected a {} page, found kind {}",
+                    page::kind_name(kind),
+                    header.kind
+                ),
             ),
-            _ => Error::corrupt(link.pgid, format!("header spans {} pages, expected {span}", header.span)),
+            _ => Error::corrupt(
+                link.pgid,
+                format!("header spans {} pages, expected {span}", header.span),
+            ),
         }
     }
 

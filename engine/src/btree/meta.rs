@@ -74,7 +74,10 @@ impl Meta {
         }
         let page_size = get_u32(buf, OFF_PAGE_SIZE) as usize;
         if !super::valid_page_size(page_size) || buf.len() < page_size {
-            return Err(Error::corrupt(slot, format!("meta names page size {page_size}")));
+            return Err(Error::corrupt(
+                slot,
+                format!("meta names page size {page_size}"),
+            ));
         }
         let buf = &buf[..page_size];
         let stored = get_u64(buf, 0);
@@ -115,7 +118,10 @@ impl Meta {
             ));
         }
         if !super::valid_page_size(meta.page_size as usize) {
-            return Err(Error::corrupt(slot, format!("page size {}", meta.page_size)));
+            return Err(Error::corrupt(
+                slot,
+                format!("page size {}", meta.page_size),
+            ));
         }
         if meta.high_water < 3
             || meta.catalog.pgid < 2
@@ -166,7 +172,10 @@ mod tests {
         for at in [0usize, 9, 33, 50, 100, 127, 2048, 4095] {
             let mut bad = buf.clone();
             bad[at] ^= 0x10;
-            assert!(Meta::decode(&bad, 1, path).is_err(), "flip at {at} undetected");
+            assert!(
+                Meta::decode(&bad, 1, path).is_err(),
+                "flip at {at} undetected"
+            );
         }
     }
 

@@ -12,8 +12,8 @@
 
 use super::error::{Error, Result};
 use super::page::{
-    self, get_u16, get_u32, put_u16, put_u32, Header, PageRef, HEADER_LEN, KIND_BRANCH,
-    KIND_LEAF, PAGE_REF_LEN,
+    self, get_u16, get_u32, put_u16, put_u32, Header, PageRef, HEADER_LEN, KIND_BRANCH, KIND_LEAF,
+    PAGE_REF_LEN,
 };
 
 pub const SLOT_LEN: usize = 2;
@@ -157,7 +157,9 @@ impl Node {
                     let (flags, vlen) = match &e.val {
                         Val::Inline(v) => (0, v.len() as u32),
                         Val::Overflow { len, .. } => (FLAG_OVERFLOW, *len),
-                        Val::Big(_) => unreachable!("big values get overflow pages before encoding"),
+                        Val::Big(_) => {
+                            unreachable!("big values get overflow pages before encoding")
+                        }
                     };
                     buf[at] = flags;
                     put_u16(buf, at + 1, e.key.len() as u16);
@@ -203,7 +205,10 @@ impl Node {
 /// percent, chosen automatically). Otherwise the bytes are halved.
 pub fn split_points(sizes: &[usize], capacity: usize, append: bool) -> Vec<usize> {
     let total: usize = sizes.iter().sum();
-    assert!(sizes.len() >= 2, "a node that overflows has at least two entries");
+    assert!(
+        sizes.len() >= 2,
+        "a node that overflows has at least two entries"
+    );
     let mut points = Vec::new();
     if append {
         let mut used = 0;
@@ -460,7 +465,17 @@ mod tests {
 
     #[test]
     fn compare_agrees_with_slice_ordering() {
-        let keys: [&[u8]; 9] = [b"", b"a", b"ab", b"abcdefgh", b"abcdefghi", b"abcdefgz", b"b", b"\xff\x00", b"abcdefghabcdefgh"];
+        let keys: [&[u8]; 9] = [
+            b"",
+            b"a",
+            b"ab",
+            b"abcdefgh",
+            b"abcdefghi",
+            b"abcdefgz",
+            b"b",
+            b"\xff\x00",
+            b"abcdefghabcdefgh",
+        ];
         for a in keys {
             for b in keys {
                 assert_eq!(compare(a, b), a.cmp(b), "{a:?} vs {b:?}");

@@ -192,7 +192,10 @@ mod tests {
 
         let mut flipped = page.clone();
         flipped[2000] ^= 1;
-        assert!(matches!(verify(&flipped, &link), Err(Error::Corrupt { pgid: 7, .. })));
+        assert!(matches!(
+            verify(&flipped, &link),
+            Err(Error::Corrupt { pgid: 7, .. })
+        ));
 
         let other = PageRef { pgid: 8, ..link };
         assert!(verify(&page, &other).is_err());

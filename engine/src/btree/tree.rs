@@ -99,7 +99,10 @@ fn insert_rec(
     depth: usize,
 ) -> Result<Split> {
     if depth > MAX_DEPTH {
-        return Err(Error::corrupt(0, "tree deeper than any valid tree (cycle?)"));
+        return Err(Error::corrupt(
+            0,
+            "tree deeper than any valid tree (cycle?)",
+        ));
     }
     let capacity = ctx.capacity();
     let node = materialize(ctx, child)?;
@@ -134,7 +137,14 @@ fn insert_rec(
                 entries[i].key = key.to_vec();
             }
             let child_rightmost = rightmost && i + 1 == entries.len();
-            let split = insert_rec(ctx, &mut entries[i].child, key, val, child_rightmost, depth + 1)?;
+            let split = insert_rec(
+                ctx,
+                &mut entries[i].child,
+                key,
+                val,
+                child_rightmost,
+                depth + 1,
+            )?;
             if split.is_empty() {
                 return Ok(Vec::new());
             }
@@ -179,9 +189,15 @@ fn split_node(node: &mut Node, page_size: usize, append: bool) -> Split {
         }
     }
     out.reverse();
-    assert!(node.size() <= page_size, "left part of a split overflows its page");
+    assert!(
+        node.size() <= page_size,
+        "left part of a split overflows its page"
+    );
     for (_, n) in &out {
-        assert!(n.size() <= page_size, "right part of a split overflows its page");
+        assert!(
+            n.size() <= page_size,
+            "right part of a split overflows its page"
+        );
     }
     out
 }
@@ -192,8 +208,7 @@ pub fn delete(ctx: &mut Ctx<'_>, root: &mut Child, key: &[u8]) -> Result<()> {
     delete_rec(ctx, root, key, 0)?;
     // Collapse a root branch with a single child; an empty root branch
     // becomes an empty leaf.
-    loop {
-        let Child::Dirty(node) = root else { break };
+    while let Child::Dirty(node) = root {
         match node.as_mut() {
             Node::Branch(entries) if entries.len() == 1 => {
                 let only = entries.pop().expect("one entry").child;
@@ -210,7 +225,10 @@ pub fn delete(ctx: &mut Ctx<'_>, root: &mut Child, key: &[u8]) -> Result<()> {
 
 fn delete_rec(ctx: &mut Ctx<'_>, child: &mut Child, key: &[u8], depth: usize) -> Result<()> {
     if depth > MAX_DEPTH {
-        return Err(Error::corrupt(0, "tree deeper than any valid tree (cycle?)"));
+        return Err(Error::corrupt(
+            0,
+            "tree deeper than any valid tree (cycle?)",
+        ));
     }
     let node = materialize(ctx, child)?;
     match node {
@@ -251,7 +269,12 @@ fn rebalance(ctx: &mut Ctx<'_>, entries: &mut Vec<BranchEntry>, i: usize) -> Res
     match (left, *right) {
         (Node::Leaf(a), Node::Leaf(b)) => a.extend(b),
         (Node::Branch(a), Node::Branch(b)) => a.extend(b),
-        _ => return Err(Error::corrupt(0, "siblings of different kinds (leaves at unequal depths)")),
+        _ => {
+            return Err(Error::corrupt(
+                0,
+                "siblings of different kinds (leaves at unequal depths)",
+            ))
+        }
     }
     let left = dirty(&mut entries[l].child);
     if left.size() > ctx.page_size {
@@ -272,7 +295,10 @@ fn rebalance(ctx: &mut Ctx<'_>, entries: &mut Vec<BranchEntry>, i: usize) -> Res
 /// Frees every page of a tree (bucket deletion).
 pub fn free_all(ctx: &mut Ctx<'_>, child: Child, depth: usize) -> Result<()> {
     if depth > MAX_DEPTH {
-        return Err(Error::corrupt(0, "tree deeper than any valid tree (cycle?)"));
+        return Err(Error::corrupt(
+            0,
+            "tree deeper than any valid tree (cycle?)",
+        ));
     }
     let node = match child {
         Child::Clean(link) => {

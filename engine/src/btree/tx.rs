@@ -53,13 +53,18 @@ impl ReadTx {
                 link: bucket_link(v, self.snap.meta.catalog.pgid)?,
                 txid: self.snap.meta.txid,
             }),
-            None => Err(Error::BucketNotFound(String::from_utf8_lossy(name).into_owned())),
+            None => Err(Error::BucketNotFound(
+                String::from_utf8_lossy(name).into_owned(),
+            )),
         }
     }
 
     /// Opens a bucket resolved by `bucket_root` on this same snapshot.
     pub fn bucket_at(&self, root: BucketRoot) -> Result<Bucket<'_>> {
-        assert_eq!(root.txid, self.snap.meta.txid, "a bucket root is valid only in its own snapshot");
+        assert_eq!(
+            root.txid, self.snap.meta.txid,
+            "a bucket root is valid only in its own snapshot"
+        );
         let map = &*self.snap.map;
         Ok(Bucket {
             map,
@@ -88,7 +93,10 @@ impl Drop for ReadTx {
     fn drop(&mut self) {
         let mut shared = self.inner.shared.lock();
         let txid = self.snap.meta.txid;
-        let count = shared.readers.get_mut(&txid).expect("registered in begin_read");
+        let count = shared
+            .readers
+            .get_mut(&txid)
+            .expect("registered in begin_read");
         *count -= 1;
         if *count == 0 {
             shared.readers.remove(&txid);
@@ -170,7 +178,10 @@ impl WriteTx {
             return Err(Error::EmptyKey);
         }
         if key.len() > max {
-            return Err(Error::KeyTooLarge { len: key.len(), max });
+            return Err(Error::KeyTooLarge {
+                len: key.len(),
+                max,
+            });
         }
         Ok(())
     }
@@ -207,7 +218,10 @@ impl WriteTx {
     pub fn create_bucket(&mut self, name: &[u8]) -> Result<bool> {
         let max = max_key_len(self.inner.page_size);
         if name.is_empty() || name.len() > max {
-            return Err(Error::BadBucketName { len: name.len(), max });
+            return Err(Error::BadBucketName {
+                len: name.len(),
+                max,
+            });
         }
         if self.exists(name)? {
             return Ok(false);
@@ -295,7 +309,9 @@ impl WriteTx {
             Some(open) => View::open(&self.map, &open.root),
             None => match self.catalog_lookup(bucket)? {
                 Some(link) => Ok(View::Page(self.map.node(&link)?)),
-                None => Err(Error::BucketNotFound(String::from_utf8_lossy(bucket).into_owned())),
+                None => Err(Error::BucketNotFound(
+                    String::from_utf8_lossy(bucket).into_owned(),
+                )),
             },
         }
     }

@@ -30,11 +30,15 @@ pub fn workload(n: u64) -> Vec<Op> {
     for i in 0..count {
         s = mix(s ^ i);
         let key = format!("key-{:06}", s % KEY_SPACE).into_bytes();
-        if s % 5 == 0 {
+        if s.is_multiple_of(5) {
             ops.push(Op::Delete(key));
         } else {
             // Mostly small values, some overflow spans of several pages.
-            let len = if s % 17 == 0 { 3000 + (s >> 8) % 9000 } else { (s >> 8) % 300 } as usize;
+            let len = if s.is_multiple_of(17) {
+                3000 + (s >> 8) % 9000
+            } else {
+                (s >> 8) % 300
+            } as usize;
             let byte = (n as u8) ^ (i as u8);
             ops.push(Op::Put(key, vec![byte; len]));
         }
@@ -43,7 +47,8 @@ pub fn workload(n: u64) -> Vec<Op> {
 }
 
 pub fn marker(v: Option<&[u8]>) -> u64 {
-    v.map(|b| u64::from_le_bytes(b.try_into().expect("8-byte marker"))).unwrap_or(0)
+    v.map(|b| u64::from_le_bytes(b.try_into().expect("8-byte marker")))
+        .unwrap_or(0)
 }
 
 /// The expected contents after commit `n` (marker included).
