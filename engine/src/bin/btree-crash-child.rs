@@ -23,7 +23,7 @@ fn main() {
         grow_step_min_bytes: 64 * 1024,
         ..Options::default()
     };
-    let db = Db::open(&path, opts).expect("open");
+    let db = open_retrying(&path, opts);
     let mut next = {
         let rx = db.begin_read().expect("read");
         match rx.bucket(crash_workload::BUCKET) {
@@ -56,6 +56,25 @@ fn main() {
         writeln!(out, "{next}").expect("stdout");
         out.flush().expect("flush");
         next += 1;
+    }
+}
+
+/// Opens the file, waiting while another process holds its lock. The parent
+/// test runs two crash loops in parallel threads: a fork of the other loop
+/// briefly inherits this loop's descriptor (and its flock) until it execs.
+fn open_retrying(path: &str, opts: Options) -> Db {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match Db::open(path, opts.clone()) {
+            Ok(db) => return db,
+            Err(engine::btree::Error::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::WouldBlock
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(e) => panic!("open: {e}"),
+        }
     }
 }
 
