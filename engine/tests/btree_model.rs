@@ -192,6 +192,8 @@ fn run(ops: Vec<Op>, page_size: usize, sync: SyncMode) {
                 tx.take().unwrap().commit().unwrap();
                 committed = working.clone();
                 verify(&db, &committed);
+                let report = db.check().unwrap();
+                assert!(report.is_ok(), "allocator check: {:?}", report.errors);
                 tx = Some(db.begin_write().unwrap());
             }
             Op::Rollback => {
@@ -206,6 +208,12 @@ fn run(ops: Vec<Op>, page_size: usize, sync: SyncMode) {
                 working = committed.clone();
                 db = Db::open(&path, opts.clone()).unwrap();
                 verify(&db, &committed);
+                let report = db.check().unwrap();
+                assert!(
+                    report.is_ok(),
+                    "allocator check after reopen: {:?}",
+                    report.errors
+                );
                 tx = Some(db.begin_write().unwrap());
             }
         }

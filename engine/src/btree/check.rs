@@ -1,15 +1,17 @@
 //! The offline consistency check: every page below the high-water mark is
-//! reachable exactly once or free, never both; every checksum matches its
-//! link; keys are ordered within pages and within their parents' bounds; all
-//! leaves of a tree are at one depth. The same walk feeds `stats`.
+//! reachable at most once (the others are free), and the writer's allocator
+//! holds exactly the unreachable ones; every checksum matches its link; keys
+//! are ordered within pages and within their parents' bounds; all leaves of
+//! a tree are at one depth; every branch element's deep bit is right (the
+//! free-space walk at open relies on it). The same walk feeds `stats`.
 
 use super::db::{bucket_link, Db};
 use super::error::Result;
-use super::freelist::Freelist;
 use super::mapping::{overflow_span, Mapping};
 use super::meta::Meta;
 use super::node::{LeafVal, PageView};
-use super::page::{self, PageRef, KIND_FREELIST, KIND_OVERFLOW};
+use super::page::{self, PageRef, KIND_OVERFLOW};
+use super::space::PageSet;
 use super::tree::MAX_DEPTH;
 use super::tx::ReadTx;
 
@@ -44,21 +46,13 @@ pub(crate) struct TreeCounts {
     pub overflow_pages: u64,
 }
 
-#[derive(PartialEq, Clone, Copy)]
-enum Owner {
-    None,
-    Reachable,
-    Free,
-}
-
 pub(crate) struct Walk<'a> {
     map: &'a Mapping,
     meta: Meta,
-    owner: Vec<Owner>,
+    reached: PageSet,
     pub report: CheckReport,
     pub trees: Vec<(Vec<u8>, TreeCounts)>,
     pub catalog: TreeCounts,
-    pub freelist_pages: u64,
 }
 
 impl<'a> Walk<'a> {
@@ -69,7 +63,7 @@ impl<'a> Walk<'a> {
         }
     }
 
-    fn claim(&mut self, pgid: u64, span: u64, owner: Owner, what: &str) -> bool {
+    fn claim(&mut self, pgid: u64, span: u64, what: &str) -> bool {
         if pgid < 2 || pgid.saturating_add(span) > self.meta.high_water {
             self.error(format!(
                 "{what} at page {pgid} (+{span}) lies outside [2, {})",
@@ -78,28 +72,17 @@ impl<'a> Walk<'a> {
             return false;
         }
         for p in pgid..pgid + span {
-            match self.owner[p as usize] {
-                Owner::None => self.owner[p as usize] = owner,
-                Owner::Reachable if owner == Owner::Reachable => {
-                    self.error(format!("page {p} ({what}) is reachable twice"));
-                    return false;
-                }
-                _ => {
-                    self.error(format!("page {p} ({what}) is both free and reachable"));
-                    return false;
-                }
+            if !self.reached.insert(p) {
+                self.error(format!("page {p} ({what}) is reachable twice"));
+                return false;
             }
         }
-        if owner == Owner::Reachable {
-            self.report.pages_reachable += span;
-        } else {
-            self.report.pages_free += span;
-        }
+        self.report.pages_reachable += span;
         true
     }
 
     fn span(&mut self, link: &PageRef, span: u64, what: &str) -> Option<&'a [u8]> {
-        if !self.claim(link.pgid, span, Owner::Reachable, what) {
+        if !self.claim(link.pgid, span, what) {
             return None;
         }
         let buf = match self.map.raw(link.pgid, span) {
@@ -116,6 +99,8 @@ impl<'a> Walk<'a> {
         Some(buf)
     }
 
+    /// Checks the subtree at `link`; returns whether its root is deep
+    /// (links to further pages), `None` if it could not be read.
     #[allow(clippy::too_many_arguments)]
     fn tree(
         &mut self,
@@ -125,17 +110,18 @@ impl<'a> Walk<'a> {
         depth: usize,
         counts: &mut TreeCounts,
         catalog: bool,
-    ) {
+    ) -> Option<bool> {
         if depth > MAX_DEPTH {
             self.error(format!("page {}: tree deeper than {MAX_DEPTH}", link.pgid));
-            return;
+            return None;
         }
-        let Some(buf) = self.span(link, 1, "node") else {
-            return;
-        };
+        let buf = self.span(link, 1, "node")?;
         let view = match PageView::new(buf, page::Header::read(buf)) {
             Ok(v) => v,
-            Err(e) => return self.error(e.to_string()),
+            Err(e) => {
+                self.error(e.to_string());
+                return None;
+            }
         };
         let pgid = link.pgid;
         let n = view.count();
@@ -143,7 +129,10 @@ impl<'a> Walk<'a> {
         for i in 0..n {
             match view.key(i) {
                 Ok(k) => keys.push(k),
-                Err(e) => return self.error(e.to_string()),
+                Err(e) => {
+                    self.error(e.to_string());
+                    return None;
+                }
             }
         }
         for w in keys.windows(2) {
@@ -178,13 +167,18 @@ impl<'a> Walk<'a> {
             if n == 0 && depth > 0 {
                 self.error(format!("page {pgid}: empty non-root leaf"));
             }
+            let mut deep = false;
             for (i, key) in keys.iter().enumerate() {
                 let val = match view.leaf_entry(i) {
                     Ok((_, v)) => v,
-                    Err(e) => return self.error(e.to_string()),
+                    Err(e) => {
+                        self.error(e.to_string());
+                        return None;
+                    }
                 };
                 match val {
                     LeafVal::Overflow { link: o, len } => {
+                        deep = true;
                         let span = overflow_span(len as usize, self.map.page_size());
                         counts.overflow_pages += span;
                         if let Some(buf) = self.span(&o, span, "overflow") {
@@ -208,19 +202,33 @@ impl<'a> Walk<'a> {
                     LeafVal::Inline(_) => {}
                 }
             }
+            Some(deep)
         } else {
             counts.branch_pages += 1;
             if n == 0 {
                 self.error(format!("page {pgid}: branch without children"));
             }
             for i in 0..n {
-                let child = match view.branch_entry(i) {
-                    Ok((_, c)) => c,
-                    Err(e) => return self.error(e.to_string()),
+                let (child, deep) = match view.branch_entry(i) {
+                    Ok((_, c, d)) => (c, d),
+                    Err(e) => {
+                        self.error(e.to_string());
+                        return None;
+                    }
                 };
                 let child_hi = keys.get(i + 1).copied().or(hi);
-                self.tree(&child, Some(keys[i]), child_hi, depth + 1, counts, catalog);
+                let actual = self.tree(&child, Some(keys[i]), child_hi, depth + 1, counts, catalog);
+                // The catalog is walked whole at open; its bits are unused.
+                if !catalog && actual.is_some_and(|a| a != deep) {
+                    self.error(format!(
+                        "page {pgid}: element {i} marks child {} {}deep, it is {}",
+                        child.pgid,
+                        if deep { "" } else { "not " },
+                        if deep { "not" } else { "deep" }
+                    ));
+                }
             }
+            Some(true)
         }
     }
 }
@@ -232,7 +240,7 @@ pub(crate) fn walk<'a>(rx: &'a ReadTx) -> Walk<'a> {
     let mut w = Walk {
         map: &snap.map,
         meta,
-        owner: vec![Owner::None; meta.high_water as usize],
+        reached: PageSet::new(meta.high_water),
         report: CheckReport {
             txid: meta.txid,
             high_water: meta.high_water,
@@ -240,41 +248,32 @@ pub(crate) fn walk<'a>(rx: &'a ReadTx) -> Walk<'a> {
         },
         trees: Vec::new(),
         catalog: TreeCounts::default(),
-        freelist_pages: 0,
     };
     let mut catalog = TreeCounts::default();
     w.tree(&meta.catalog, None, None, 0, &mut catalog, true);
     w.catalog = catalog;
     w.report.buckets = w.trees.len() as u64;
     w.report.keys = w.trees.iter().map(|(_, t)| t.keys).sum();
-    if meta.freelist.pgid != 0 {
-        let span = meta.freelist_span as u64;
-        if let Some(buf) = w.span(&meta.freelist, span, "freelist") {
-            w.freelist_pages = span;
-            if buf[24] != KIND_FREELIST {
-                w.error(format!(
-                    "page {}: freelist link to a {} page",
-                    meta.freelist.pgid,
-                    page::kind_name(buf[24])
-                ));
-            }
-            match Freelist::decode(buf, meta.freelist.pgid, meta.high_water) {
-                Ok(list) => {
-                    for e in list.extents() {
-                        w.claim(e.start, e.len, Owner::Free, "free extent");
-                    }
-                }
-                Err(e) => w.error(e.to_string()),
+    w.report.pages_free = meta.high_water.saturating_sub(2) - w.report.pages_reachable;
+    w
+}
+
+impl Walk<'_> {
+    /// Compares the walk with the writer's allocator: a page is free (or
+    /// waiting for readers) exactly when no link reaches it.
+    fn compare_allocator(&mut self, free: &PageSet) {
+        for p in 2..self.meta.high_water {
+            match (self.reached.contains(p), free.contains(p)) {
+                (true, true) => self.error(format!(
+                    "page {p} is reachable and also free in the allocator"
+                )),
+                (false, false) => self.error(format!(
+                    "page {p} is neither reachable nor free in the allocator (leaked)"
+                )),
+                _ => {}
             }
         }
     }
-    let leaked: Vec<u64> = (2..meta.high_water)
-        .filter(|&p| w.owner[p as usize] == Owner::None)
-        .collect();
-    for p in leaked {
-        w.error(format!("page {p} is neither reachable nor free (leaked)"));
-    }
-    w
 }
 
 impl ReadTx {
@@ -285,8 +284,37 @@ impl ReadTx {
 }
 
 impl Db {
-    /// `check` on the latest commit.
+    /// `check` on the latest commit, and the writer's allocator against it
+    /// (waits for an open write transaction to finish).
     pub fn check(&self) -> Result<CheckReport> {
-        Ok(self.begin_read()?.check())
+        let state = self.inner.writer.lock();
+        let rx = self.begin_read()?;
+        assert_eq!(
+            rx.txid(),
+            state.meta.txid,
+            "the writer's commit is published"
+        );
+        let mut w = walk(&rx);
+        if state.recovery.free_space_unknown.is_some() {
+            // Open could not rebuild free space: the allocator holds only
+            // pages freed since, and unreachable older pages stay unused.
+            return Ok(w.report);
+        }
+        let mut free = PageSet::new(state.file_pages.max(state.meta.high_water));
+        let extents = state
+            .freelist
+            .extents()
+            .chain(state.pending.values().flatten().copied());
+        for e in extents {
+            for p in e.start..e.end() {
+                if p >= state.meta.high_water || !free.insert(p) {
+                    w.error(format!(
+                        "page {p} is free twice or beyond the high-water mark"
+                    ));
+                }
+            }
+        }
+        w.compare_allocator(&free);
+        Ok(w.report)
     }
 }

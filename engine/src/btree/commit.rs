@@ -1,6 +1,6 @@
 //! The writer's state between transactions (last commit, free space,
 //! pending frees) and the commit itself: allocate pages, write dirty nodes
-//! children-first, write the freelist and the meta, fdatasync once.
+//! children-first, write the meta, fdatasync once.
 
 use super::db::{Inner, Recovery, Snapshot};
 use super::error::Result;
@@ -150,14 +150,6 @@ impl<'a> PageWriter<'a> {
         Ok(&mut self.buf[at..])
     }
 
-    /// Queues finished bytes for `pgid` (a whole number of pages).
-    pub fn write(&mut self, pgid: u64, bytes: &[u8]) -> Result<()> {
-        debug_assert_eq!(bytes.len() % self.page_size, 0);
-        let span = (bytes.len() / self.page_size) as u64;
-        self.page_buf(pgid, span)?.copy_from_slice(bytes);
-        Ok(())
-    }
-
     /// Writes every buffered page, sorted, one pwritev per contiguous group.
     pub fn flush(&mut self) -> Result<()> {
         self.spans.sort_unstable_by_key(|s| s.0);
@@ -198,10 +190,13 @@ impl<'a> PageWriter<'a> {
         Ok(())
     }
 
-    /// Writes a dirty subtree, children first; returns the link to its root.
-    pub fn write_child(&mut self, child: Child) -> Result<PageRef> {
+    /// Writes a dirty subtree, children first; returns the link to its root
+    /// and whether the root is deep (links to further pages).
+    pub fn write_child(&mut self, child: Child) -> Result<(PageRef, bool)> {
         let mut node = match child {
-            Child::Clean(link) => return Ok(link),
+            // Only bucket and catalog roots arrive here clean; their deep
+            // bit is never stored.
+            Child::Clean(link) => return Ok((link, true)),
             Child::Dirty(node) => node,
         };
         match node.as_mut() {
@@ -216,19 +211,26 @@ impl<'a> PageWriter<'a> {
             }
             Node::Branch(entries) => {
                 for e in entries.iter_mut() {
-                    let child = std::mem::replace(&mut e.child, Child::Clean(PageRef::default()));
-                    e.child = Child::Clean(self.write_child(child)?);
+                    if let Child::Dirty(_) = e.child {
+                        let child =
+                            std::mem::replace(&mut e.child, Child::Clean(PageRef::default()));
+                        let (link, deep) = self.write_child(child)?;
+                        e.child = Child::Clean(link);
+                        e.deep = deep;
+                    }
                 }
             }
         }
+        let deep = node.is_deep();
         let pgid = self.alloc(1)?;
         let txid = self.txid;
         let checksum = node.encode(self.page_buf(pgid, 1)?, pgid, txid);
-        Ok(PageRef {
+        let link = PageRef {
             pgid,
             checksum,
             txid: self.txid,
-        })
+        };
+        Ok((link, deep))
     }
 
     fn write_overflow(&mut self, value: &[u8]) -> Result<PageRef> {
@@ -360,7 +362,7 @@ pub(crate) fn commit(
     // Bucket trees first; their new roots then go into the catalog, whose
     // copy-on-write frees pages into this commit's pending list.
     for (name, root) in buckets {
-        let link = w.write_child(root)?;
+        let (link, _) = w.write_child(root)?;
         let mut value = vec![0u8; PAGE_REF_LEN];
         link.encode(&mut value);
         let mut ctx = Ctx {
@@ -370,39 +372,7 @@ pub(crate) fn commit(
         };
         tree::insert(&mut ctx, &mut catalog, &name, Val::Inline(value))?;
     }
-    let catalog = w.write_child(catalog)?;
-
-    // The freelist span written by the previous commit is freed by this one.
-    if old.freelist.pgid != 0 {
-        freed.push(Extent {
-            start: old.freelist.pgid,
-            len: old.freelist_span as u64,
-        });
-    }
-    let pending_count: usize = state.pending.values().map(Vec::len).sum();
-    // +1: allocating the freelist span may split one free extent in two.
-    let upper = w.freelist.extent_count() + pending_count + freed.len() + 1;
-    let (freelist, freelist_span) = if upper == 1 {
-        (PageRef::default(), 0)
-    } else {
-        let span = super::freelist::Freelist::span_for(upper, ps);
-        let pgid = w.alloc(span as u64)?;
-        let mut extents: Vec<Extent> = w.freelist.extents().collect();
-        extents.extend(state.pending.values().flatten().copied());
-        extents.extend(freed.iter().copied());
-        assert!(extents.len() < upper);
-        let mut buf = Freelist::encode(&extents, pgid, span, txid, ps);
-        let checksum = page::seal(&mut buf);
-        w.write(pgid, &buf)?;
-        (
-            PageRef {
-                pgid,
-                checksum,
-                txid,
-            },
-            span,
-        )
-    };
+    let (catalog, _) = w.write_child(catalog)?;
     w.flush()?;
     let mut buf = std::mem::take(&mut w.buf);
     if buf.capacity() > BUFFER_BYTES_MAX {
@@ -417,8 +387,6 @@ pub(crate) fn commit(
         page_size: ps as u32,
         txid,
         catalog,
-        freelist,
-        freelist_span,
         high_water,
     };
     let io = |e| inner.io(e);

@@ -6,6 +6,7 @@ use super::error::{Error, Result};
 use super::freelist::Freelist;
 use super::meta::Meta;
 use super::options::{Options, SyncMode};
+use super::space;
 use super::tx::ReadTx;
 use std::io::Write;
 use std::path::Path;
@@ -83,12 +84,8 @@ impl ReadTx {
             path: "<snapshot stream>".into(),
             source,
         };
-        let free = if meta.freelist.pgid == 0 {
-            Freelist::default()
-        } else {
-            let buf = snap.map.freelist(&meta.freelist, meta.freelist_span)?;
-            Freelist::decode(buf, meta.freelist.pgid, meta.high_water)?
-        };
+        let used = space::reachable(&snap.map, &meta)?;
+        let free = Freelist::from_unused(&used, meta.high_water);
         let older = Meta {
             txid: meta.txid - 1,
             ..meta

@@ -58,7 +58,7 @@ impl<'a> View<'a> {
     pub fn child(&self, map: &'a Mapping, i: usize) -> Result<View<'a>> {
         match *self {
             View::Page(p) => {
-                let (_, link) = p.branch_entry(i)?;
+                let (_, link, _) = p.branch_entry(i)?;
                 Ok(View::Page(map.node(&link)?))
             }
             View::Node(Node::Branch(e)) => View::open(map, &e[i].child),

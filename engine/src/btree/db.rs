@@ -10,6 +10,7 @@ use super::node::{LeafVal, Node};
 use super::options::MAX_PAGE_SIZE;
 use super::options::{valid_page_size, Options};
 use super::page::PageRef;
+use super::space;
 use super::tree::MAX_DEPTH;
 use super::tx::{ReadTx, WriteTx};
 use parking_lot::Mutex;
@@ -88,6 +89,9 @@ pub struct Recovery {
     pub txid: u64,
     /// A newer commit was found torn or unsynced and skipped; says why.
     pub skipped_newer: Option<String>,
+    /// The walk that rebuilds free space at open met a damaged page (named
+    /// here); the file then reuses no free page until it is compacted.
+    pub free_space_unknown: Option<String>,
 }
 
 impl Db {
@@ -120,11 +124,17 @@ impl Db {
             tracing::warn!(path = %path.display(), txid = meta.txid, %why, "skipped a torn commit");
         }
         let page_size = meta.page_size as usize;
-        let freelist = if meta.freelist.pgid == 0 {
-            Freelist::default()
-        } else {
-            let buf = map.freelist(&meta.freelist, meta.freelist_span)?;
-            Freelist::decode(buf, meta.freelist.pgid, meta.high_water)?
+        let mut recovery = recovery;
+        let freelist = match space::reachable(&map, &meta) {
+            Ok(used) => Freelist::from_unused(&used, meta.high_water),
+            Err(e) => {
+                // Never guess: with the reachable set unknown, no page below
+                // the high-water mark is reused (the file grows instead),
+                // reads of the damaged page report it, and `check` lists it.
+                tracing::error!(path = %path.display(), error = %e, "free space not rebuilt; only new pages will be allocated");
+                recovery.free_space_unknown = Some(e.to_string());
+                Freelist::default()
+            }
         };
         let map = Arc::new(map);
         let writer = WriterState::new(meta, freelist, map.clone(), recovery);
@@ -234,8 +244,6 @@ fn initialize(file: &File, opts: &Options, path: &Path) -> Result<()> {
                 checksum: sum,
                 txid: 1,
             },
-            freelist: PageRef::default(),
-            freelist_span: 0,
             high_water: 3,
         };
         file.write_all_at(&meta.encode(ps), txid * ps as u64)
@@ -318,6 +326,7 @@ fn recover(file: &File, opts: &Options, path: &Path) -> Result<(Meta, Mapping, R
                     Recovery {
                         txid: meta.txid,
                         skipped_newer: skipped,
+                        free_space_unknown: None,
                     },
                 ))
             }
@@ -346,11 +355,7 @@ pub(crate) fn verify_commit(map: &Mapping, meta: &Meta) -> Result<()> {
             ),
         ));
     }
-    verify_links(map, &meta.catalog, meta.txid, true, 0)?;
-    if meta.freelist.pgid != 0 && meta.freelist.txid == meta.txid {
-        map.freelist(&meta.freelist, meta.freelist_span)?;
-    }
-    Ok(())
+    verify_links(map, &meta.catalog, meta.txid, true, 0)
 }
 
 fn verify_links(
@@ -378,7 +383,7 @@ fn verify_links(
     let view = map.node(link)?;
     for i in 0..view.count() {
         if !view.is_leaf() {
-            let (_, child) = view.branch_entry(i)?;
+            let (_, child, _) = view.branch_entry(i)?;
             verify_links(map, &child, txid, catalog, depth + 1)?;
             continue;
         }

@@ -1,10 +1,10 @@
 //! Free-space management: free pages as extents, indexed both by start (to
 //! coalesce neighbours on free) and by length (best-fit allocation in
 //! O(log n)), so a large, fragmented file never costs a linear scan per
-//! allocation. Persisted as one freelist span per commit (docs/format.md).
+//! allocation. Not persisted: open rebuilds it as the complement of the
+//! pages reachable from the recovered commit (space.rs, docs/format.md).
 
-use super::error::{Error, Result};
-use super::page::{get_u64, put_u64, Header, HEADER_LEN, KIND_FREELIST};
+use super::space::PageSet;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// A run of `len` pages starting at `start`.
@@ -20,10 +20,6 @@ impl Extent {
     }
 }
 
-pub const EXTENT_LEN: usize = 16;
-/// Freelist body: extent count (u64), then the extents.
-const BODY_HEADER: usize = 8;
-
 #[derive(Clone, Debug, Default)]
 pub struct Freelist {
     by_start: BTreeMap<u64, u64>,
@@ -37,6 +33,7 @@ impl Freelist {
         self.pages
     }
 
+    #[cfg(test)]
     pub fn extent_count(&self) -> usize {
         self.by_start.len()
     }
@@ -105,75 +102,24 @@ impl Freelist {
         self.by_len.remove(&(len, start));
     }
 
-    /// Pages needed to persist `extents` extents.
-    pub fn span_for(extents: usize, page_size: usize) -> u32 {
-        (HEADER_LEN + BODY_HEADER + extents * EXTENT_LEN).div_ceil(page_size) as u32
-    }
-
-    /// Encodes `extents` into a freelist span of `span` pages at `pgid`.
-    pub fn encode(
-        extents: &[Extent],
-        pgid: u64,
-        span: u32,
-        txid: u64,
-        page_size: usize,
-    ) -> Vec<u8> {
-        let mut buf = vec![0u8; span as usize * page_size];
-        assert!(HEADER_LEN + BODY_HEADER + extents.len() * EXTENT_LEN <= buf.len());
-        Header::write(&mut buf, pgid, txid, KIND_FREELIST, 0, span);
-        put_u64(&mut buf, HEADER_LEN, extents.len() as u64);
-        let mut at = HEADER_LEN + BODY_HEADER;
-        for e in extents {
-            put_u64(&mut buf, at, e.start);
-            put_u64(&mut buf, at + 8, e.len);
-            at += EXTENT_LEN;
-        }
-        buf
-    }
-
-    /// Decodes a verified freelist span, rejecting extents outside
-    /// `[2, high_water)` or overlapping one another.
-    pub fn decode(buf: &[u8], pgid: u64, high_water: u64) -> Result<Freelist> {
-        let bad = |what: String| Error::corrupt(pgid, what);
-        let count = get_u64(buf, HEADER_LEN);
-        let body = (buf.len() - HEADER_LEN - BODY_HEADER) as u64 / EXTENT_LEN as u64;
-        if count > body {
-            return Err(bad(format!(
-                "freelist claims {count} extents, room for {body}"
-            )));
-        }
-        let mut extents = Vec::with_capacity(count as usize);
-        let mut at = HEADER_LEN + BODY_HEADER;
-        for _ in 0..count {
-            let e = Extent {
-                start: get_u64(buf, at),
-                len: get_u64(buf, at + 8),
-            };
-            at += EXTENT_LEN;
-            if e.len == 0
-                || e.start < 2
-                || e.start
-                    .checked_add(e.len)
-                    .is_none_or(|end| end > high_water)
-            {
-                return Err(bad(format!("free extent {e:?} outside [2, {high_water})")));
-            }
-            extents.push(e);
-        }
-        extents.sort_unstable();
+    /// The free set of a file whose pages `[2, high_water)` are free
+    /// unless `used` marks them.
+    pub fn from_unused(used: &PageSet, high_water: u64) -> Freelist {
         let mut list = Freelist::default();
-        for pair in extents.windows(2) {
-            if pair[0].end() > pair[1].start {
-                return Err(bad(format!(
-                    "free extents {:?} and {:?} overlap",
-                    pair[0], pair[1]
-                )));
+        let mut p = 2;
+        while p < high_water {
+            if used.contains(p) {
+                p += 1;
+                continue;
             }
+            let start = p;
+            while p < high_water && !used.contains(p) {
+                p += 1;
+            }
+            list.insert(start, p - start);
+            list.pages += p - start;
         }
-        for e in extents {
-            list.free(e);
-        }
-        Ok(list)
+        list
     }
 }
 
@@ -206,15 +152,18 @@ mod tests {
     }
 
     #[test]
-    fn persisted_roundtrip_rejects_overlap() {
-        let extents = [Extent { start: 5, len: 2 }, Extent { start: 9, len: 1 }];
-        let buf = Freelist::encode(&extents, 3, 1, 1, 4096);
-        let f = Freelist::decode(&buf, 3, 100).unwrap();
-        assert_eq!(f.extents().collect::<Vec<_>>(), extents);
-        let bad = [Extent { start: 5, len: 5 }, Extent { start: 9, len: 1 }];
-        let buf = Freelist::encode(&bad, 3, 1, 1, 4096);
-        assert!(Freelist::decode(&buf, 3, 100).is_err());
-        assert!(Freelist::decode(&buf, 3, 8).is_err(), "beyond high water");
+    fn rebuilt_from_unused_pages() {
+        let mut used = PageSet::new(12);
+        for p in [2, 3, 6, 11] {
+            assert!(used.insert(p));
+        }
+        assert!(!used.insert(6), "a second insert reports the page");
+        let f = Freelist::from_unused(&used, 12);
+        assert_eq!(
+            f.extents().collect::<Vec<_>>(),
+            [Extent { start: 4, len: 2 }, Extent { start: 7, len: 4 }]
+        );
+        assert_eq!(f.free_pages(), 6);
     }
 
     proptest! {

@@ -12,7 +12,7 @@
 
 use super::error::{Error, Result};
 use super::node::PageView;
-use super::page::{self, Header, PageRef, HEADER_LEN, KIND_FREELIST, KIND_OVERFLOW};
+use super::page::{self, Header, PageRef, HEADER_LEN, KIND_OVERFLOW};
 use memmap2::{Mmap, MmapOptions};
 use std::fs::File;
 use std::path::Path;
@@ -150,10 +150,6 @@ impl Mapping {
         let span = overflow_span(len as usize, self.page_size);
         let (buf, _) = self.span(link, span, Some(KIND_OVERFLOW))?;
         Ok(&buf[HEADER_LEN..HEADER_LEN + len as usize])
-    }
-
-    pub fn freelist(&self, link: &PageRef, span: u32) -> Result<&[u8]> {
-        Ok(self.span(link, span as u64, Some(KIND_FREELIST))?.0)
     }
 }
 

@@ -9,7 +9,7 @@ use std::path::Path;
 
 /// "FKVBTREE" read as a little-endian u64.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"FKVBTREE");
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// Bytes of a meta page that hold fields; the rest of the page is zero.
 pub const META_LEN: usize = 128;
 
@@ -17,10 +17,7 @@ const OFF_MAGIC: usize = HEADER_LEN; // 32
 const OFF_VERSION: usize = 40;
 const OFF_PAGE_SIZE: usize = 44;
 const OFF_CATALOG: usize = 48; // PageRef, 24 bytes
-const OFF_FREELIST: usize = 72; // PageRef, 24 bytes
-const OFF_FREELIST_SPAN: usize = 96;
-const OFF_HIGH_WATER: usize = 104;
-const OFF_KEY_COUNT: usize = 112; // reserved for statistics, zero today
+const OFF_HIGH_WATER: usize = 72;
 
 /// A commit point: everything needed to find the tree of one transaction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,9 +26,6 @@ pub struct Meta {
     pub txid: u64,
     /// Root of the catalog tree (bucket name → bucket root).
     pub catalog: PageRef,
-    /// Freelist page span; `pgid == 0` means the file has no free pages.
-    pub freelist: PageRef,
-    pub freelist_span: u32,
     /// Pages `[0, high_water)` are in use or free; pages above are unused file tail.
     pub high_water: u64,
 }
@@ -48,10 +42,7 @@ impl Meta {
         put_u32(&mut buf, OFF_VERSION, VERSION);
         put_u32(&mut buf, OFF_PAGE_SIZE, self.page_size);
         self.catalog.encode(&mut buf[OFF_CATALOG..]);
-        self.freelist.encode(&mut buf[OFF_FREELIST..]);
-        put_u32(&mut buf, OFF_FREELIST_SPAN, self.freelist_span);
         put_u64(&mut buf, OFF_HIGH_WATER, self.high_water);
-        put_u64(&mut buf, OFF_KEY_COUNT, 0);
         page::seal(&mut buf);
         buf
     }
@@ -107,8 +98,6 @@ impl Meta {
             page_size: get_u32(buf, OFF_PAGE_SIZE),
             txid: header.txid,
             catalog: PageRef::decode(&buf[OFF_CATALOG..]).expect("fixed offset"),
-            freelist: PageRef::decode(&buf[OFF_FREELIST..]).expect("fixed offset"),
-            freelist_span: get_u32(buf, OFF_FREELIST_SPAN),
             high_water: get_u64(buf, OFF_HIGH_WATER),
         };
         if meta.txid % 2 != slot {
@@ -123,13 +112,7 @@ impl Meta {
                 format!("page size {}", meta.page_size),
             ));
         }
-        if meta.high_water < 3
-            || meta.catalog.pgid < 2
-            || meta.catalog.pgid >= meta.high_water
-            || (meta.freelist.pgid != 0
-                && (meta.freelist.pgid < 2
-                    || meta.freelist.pgid + meta.freelist_span as u64 > meta.high_water))
-        {
+        if meta.high_water < 3 || meta.catalog.pgid < 2 || meta.catalog.pgid >= meta.high_water {
             return Err(Error::corrupt(
                 slot,
                 format!("meta points outside the file: {meta:?}"),
@@ -152,12 +135,6 @@ mod tests {
                 checksum: 77,
                 txid: 9,
             },
-            freelist: PageRef {
-                pgid: 6,
-                checksum: 78,
-                txid: 9,
-            },
-            freelist_span: 1,
             high_water: 10,
         }
     }

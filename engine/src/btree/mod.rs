@@ -29,6 +29,7 @@ mod meta;
 mod node;
 mod options;
 mod page;
+mod space;
 mod stats;
 mod tree;
 mod tx;

@@ -5,10 +5,13 @@
 //! ```text
 //! header (32) | slot[count] (u16 offsets) | elements ...
 //! leaf element:   flags u8 | klen u16 | vlen u32 | key | value, or PageRef of an overflow span
-//! branch element: klen u16 | child PageRef (24) | key
+//! branch element: klen u16 (bit 15: deep) | child PageRef (24) | key
 //! ```
 //! A branch element's key is a lower bound of every key below that child and
-//! greater than every key under the child before it.
+//! greater than every key under the child before it. The `deep` bit says the
+//! child links to further pages (it is a branch, or a leaf with overflow
+//! values): the walk that rebuilds free space at open reads only deep
+//! children, so it touches the branch pages and not the leaves.
 
 use super::error::{Error, Result};
 use super::page::{
@@ -20,6 +23,9 @@ pub const SLOT_LEN: usize = 2;
 pub const LEAF_ELEM_HEADER: usize = 7;
 pub const BRANCH_ELEM_HEADER: usize = 2 + PAGE_REF_LEN;
 const FLAG_OVERFLOW: u8 = 1;
+/// Bit 15 of a branch element's key length: the child is deep.
+const BRANCH_DEEP: u16 = 0x8000;
+const BRANCH_KLEN_MASK: u16 = 0x7fff;
 
 /// A value as stored in a leaf.
 #[derive(Clone, Debug)]
@@ -65,6 +71,9 @@ pub enum Child {
 pub struct BranchEntry {
     pub key: Vec<u8>,
     pub child: Child,
+    /// For a clean child: whether it links to further pages (a branch, or a
+    /// leaf with overflow values). Recomputed when a dirty child is written.
+    pub deep: bool,
 }
 
 impl BranchEntry {
@@ -100,6 +109,15 @@ impl Node {
             }
     }
 
+    /// Whether this node, written as a page, links to other pages: a
+    /// branch always, a leaf when it holds overflow values.
+    pub fn is_deep(&self) -> bool {
+        match self {
+            Node::Leaf(e) => e.iter().any(|e| !matches!(e.val, Val::Inline(_))),
+            Node::Branch(_) => true,
+        }
+    }
+
     pub fn first_key(&self) -> &[u8] {
         match self {
             Node::Leaf(e) => &e[0].key,
@@ -127,10 +145,11 @@ impl Node {
         } else {
             let mut entries = Vec::with_capacity(n + 1);
             for i in 0..n {
-                let (key, link) = view.branch_entry(i)?;
+                let (key, link, deep) = view.branch_entry(i)?;
                 entries.push(BranchEntry {
                     key: key.to_vec(),
                     child: Child::Clean(link),
+                    deep,
                 });
             }
             Ok(Node::Branch(entries))
@@ -183,7 +202,8 @@ impl Node {
             Node::Branch(entries) => {
                 for (i, e) in entries.iter().enumerate() {
                     put_u16(buf, HEADER_LEN + i * SLOT_LEN, at as u16);
-                    put_u16(buf, at, e.key.len() as u16);
+                    let deep = if e.deep { BRANCH_DEEP } else { 0 };
+                    put_u16(buf, at, e.key.len() as u16 | deep);
                     let Child::Clean(link) = &e.child else {
                         unreachable!("children are written before their parent")
                     };
@@ -295,7 +315,7 @@ impl<'a> PageView<'a> {
             (BRANCH_ELEM_HEADER, 0)
         };
         let at = self.element(i, header_len)?;
-        let klen = get_u16(self.buf, at + klen_at) as usize;
+        let klen = (get_u16(self.buf, at + klen_at) & self.klen_mask()) as usize;
         let start = at + header_len;
         match self.buf.get(start..start + klen) {
             Some(key) => Ok(key),
@@ -332,16 +352,33 @@ impl<'a> PageView<'a> {
         Ok((key, val))
     }
 
-    pub fn branch_entry(&self, i: usize) -> Result<(&'a [u8], PageRef)> {
+    /// Key, child link and `deep` bit of branch element `i`.
+    pub fn branch_entry(&self, i: usize) -> Result<(&'a [u8], PageRef, bool)> {
         debug_assert!(!self.is_leaf());
         let at = self.element(i, BRANCH_ELEM_HEADER)?;
-        let klen = get_u16(self.buf, at) as usize;
+        let raw = get_u16(self.buf, at);
+        let klen = (raw & BRANCH_KLEN_MASK) as usize;
         let kstart = at + BRANCH_ELEM_HEADER;
         if kstart + klen > self.buf.len() {
             return Err(self.bad(format!("branch element {i} is malformed")));
         }
         let link = PageRef::decode(&self.buf[at + 2..]).expect("length checked");
-        Ok((&self.buf[kstart..kstart + klen], link))
+        Ok((
+            &self.buf[kstart..kstart + klen],
+            link,
+            raw & BRANCH_DEEP != 0,
+        ))
+    }
+
+    /// Mask of the key-length field: branch elements keep the deep bit in
+    /// its top bit.
+    #[inline]
+    fn klen_mask(&self) -> u16 {
+        if self.is_leaf() {
+            u16::MAX
+        } else {
+            BRANCH_KLEN_MASK
+        }
     }
 
     /// Index of the first key ≥ `key` (`Ok` when equal), as slice::binary_search.
@@ -355,6 +392,7 @@ impl<'a> PageView<'a> {
         } else {
             (BRANCH_ELEM_HEADER, 0)
         };
+        let mask = self.klen_mask();
         let (mut lo, mut hi) = (0, self.count());
         while lo < hi {
             let mid = (lo + hi) / 2;
@@ -364,7 +402,8 @@ impl<'a> PageView<'a> {
                 return Err(self.bad(format!("element {mid} at offset {at} is out of bounds")));
             };
             let start = at + header_len;
-            let Some(probe) = buf.get(start..start + u16::from_le_bytes([a, b]) as usize) else {
+            let klen = (u16::from_le_bytes([a, b]) & mask) as usize;
+            let Some(probe) = buf.get(start..start + klen) else {
                 return Err(self.bad(format!("element {mid} key overruns the page")));
             };
             match compare(probe, key) {

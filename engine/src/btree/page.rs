@@ -10,7 +10,6 @@ pub const KIND_META: u8 = 1;
 pub const KIND_BRANCH: u8 = 2;
 pub const KIND_LEAF: u8 = 3;
 pub const KIND_OVERFLOW: u8 = 4;
-pub const KIND_FREELIST: u8 = 5;
 
 pub fn kind_name(kind: u8) -> &'static str {
     match kind {
@@ -18,7 +17,6 @@ pub fn kind_name(kind: u8) -> &'static str {
         KIND_BRANCH => "branch",
         KIND_LEAF => "leaf",
         KIND_OVERFLOW => "overflow",
-        KIND_FREELIST => "freelist",
         _ => "unknown",
     }
 }

@@ -24,7 +24,7 @@ pub struct Stats {
     pub branch_pages: u64,
     pub leaf_pages: u64,
     pub overflow_pages: u64,
-    pub freelist_pages: u64,
+    /// Pages below the high-water mark that no link reaches.
     pub free_pages: u64,
     pub buckets: Vec<BucketStats>,
 }
@@ -42,7 +42,6 @@ impl Db {
             branch_pages: w.catalog.branch_pages,
             leaf_pages: w.catalog.leaf_pages,
             overflow_pages: 0,
-            freelist_pages: w.freelist_pages,
             free_pages: w.report.pages_free,
             buckets: Vec::new(),
         };

@@ -79,10 +79,12 @@ pub fn insert(ctx: &mut Ctx<'_>, root: &mut Child, key: &[u8], val: Val) -> Resu
     let mut entries = vec![BranchEntry {
         key: first,
         child: old,
+        deep: true,
     }];
     entries.extend(split.into_iter().map(|(key, node)| BranchEntry {
         key,
         child: Child::Dirty(Box::new(node)),
+        deep: true,
     }));
     *root = Child::Dirty(Box::new(Node::Branch(entries)));
     Ok(())
@@ -155,6 +157,7 @@ fn insert_rec(
                     BranchEntry {
                         key,
                         child: Child::Dirty(Box::new(node)),
+                        deep: true,
                     },
                 );
             }
@@ -285,6 +288,7 @@ fn rebalance(ctx: &mut Ctx<'_>, entries: &mut Vec<BranchEntry>, i: usize) -> Res
                 BranchEntry {
                     key,
                     child: Child::Dirty(Box::new(node)),
+                    deep: true,
                 },
             );
         }
