@@ -9,3 +9,4 @@ pub mod backend;
 pub mod btree;
 pub mod index;
 pub mod mvcc;
+pub mod wal;
