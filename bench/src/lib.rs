@@ -1,0 +1,11 @@
+pub mod driver;
+pub mod grpc;
+pub mod keys;
+pub mod machine;
+pub mod progress;
+pub mod recorder;
+pub mod results;
+pub mod run;
+pub mod summary;
+pub mod target;
+pub mod workload;
