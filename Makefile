@@ -2,7 +2,7 @@
 # benchmarks share it) and install missing system packages first.
 CARGO ?= cargo
 
-.PHONY: all deps build test bench crash-soak fmt clippy
+.PHONY: all deps build test bench crash-soak fmt clippy wal-crash-soak bench-wal
 
 all: build
 
@@ -30,3 +30,7 @@ fmt:
 
 clippy:
 	$(CARGO) clippy --workspace --all-targets --release -- -D warnings
+
+# The WAL crash test with ten times the kills of `make test` (per I/O path).
+wal-crash-soak: deps
+	WAL_CRASH_KILLS=2000 $(CARGO) test --release -p engine --test wal_crash -- --nocapture

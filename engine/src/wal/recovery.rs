@@ -197,9 +197,15 @@ fn find_batch_after(buf: &[u8], from: usize, log_id: u64, min_seq: u64) -> Optio
 }
 
 /// Whether damage at `d` looks like an incomplete write rather than a
-/// changed byte (see the module comment).
+/// changed byte (see the module comment). `claimed_end` is the end of the
+/// record's header and payload by its length field (alignment padding is
+/// legitimately zero and does not count). A sector lost in a torn write
+/// reads as zeros in full, so the test is: some sector overlapping
+/// `[d, claimed_end)` is zero from where the record starts in it to the end
+/// of the sector.
 fn looks_torn(buf: &[u8], d: usize, claimed_end: usize, segment_bytes: u64) -> bool {
-    if claimed_end > buf.len() || d >= buf.len() {
+    let padded_end = claimed_end.next_multiple_of(RECORD_ALIGN);
+    if padded_end > buf.len() || d >= buf.len() {
         // Runs past the end: torn only if the file itself is short
         // (truncated). In a full-size file a length reaching past the end
         // is a damaged length field.
@@ -208,8 +214,8 @@ fn looks_torn(buf: &[u8], d: usize, claimed_end: usize, segment_bytes: u64) -> b
     let mut s = d / SECTOR_BYTES * SECTOR_BYTES;
     while s < claimed_end {
         let lo = s.max(d);
-        let hi = (s + SECTOR_BYTES).min(claimed_end);
-        if buf[lo..hi].iter().all(|&b| b == 0) {
+        let hi = (s + SECTOR_BYTES).min(buf.len());
+        if all_zero(&buf[lo..hi]) {
             return true;
         }
         s += SECTOR_BYTES;
@@ -217,20 +223,19 @@ fn looks_torn(buf: &[u8], d: usize, claimed_end: usize, segment_bytes: u64) -> b
     false
 }
 
-/// The end a damaged record at `d` claims, by its length field if that is
-/// readable, else just its header.
+/// The end of the header and payload a damaged record at `d` claims, by
+/// its length field if that is plausible, else just its header.
 fn claimed_end(buf: &[u8], d: usize, cap: usize) -> usize {
     if d + RECORD_HEADER_BYTES > buf.len() {
         return d + RECORD_HEADER_BYTES;
     }
     let len = record::get_u32(buf, d + 4) as usize;
-    let frame = buf[d + 16];
-    let len = match frame {
+    let len = match buf[d + 16] {
         record::FRAME_DATA if len <= cap => len,
         record::FRAME_BATCH => BATCH_RECORD_BYTES - RECORD_HEADER_BYTES,
         _ => 0,
     };
-    d + record::encoded_len(len)
+    d + RECORD_HEADER_BYTES + len
 }
 
 /// Where the scan of one segment stopped.

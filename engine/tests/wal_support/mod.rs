@@ -1,4 +1,5 @@
-//! Helpers shared by the WAL tests.
+//! Helpers shared by the WAL tests (and by the crash child, which includes
+//! this file by path).
 #![allow(dead_code)]
 
 use engine::wal::{IoMode, Options};
@@ -23,7 +24,11 @@ pub fn small(io: IoMode) -> Options {
 /// Deterministic payload for (stream, n): its length and bytes are checked
 /// after recovery, so a record that comes back damaged is caught.
 pub fn payload(stream: u32, n: u64) -> Vec<u8> {
-    let len = 16 + ((n * 7919 + stream as u64 * 104_729) % 300) as usize;
+    let mut len = 16 + ((n * 7919 + stream as u64 * 104_729) % 300) as usize;
+    if n % 37 == 36 {
+        // Now and then a record that spans several sectors.
+        len += 4000;
+    }
     let mut p = Vec::with_capacity(len);
     p.extend_from_slice(&stream.to_le_bytes());
     p.extend_from_slice(&n.to_le_bytes());
