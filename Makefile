@@ -2,7 +2,7 @@
 # benchmarks share it) and install missing system packages first.
 CARGO ?= cargo
 
-.PHONY: all deps build test bench crash-soak fmt clippy wal-crash-soak bench-wal
+.PHONY: all deps build test bench crash-soak fmt clippy
 
 all: build
 
@@ -32,5 +32,6 @@ clippy:
 	$(CARGO) clippy --workspace --all-targets --release -- -D warnings
 
 # The WAL crash test with ten times the kills of `make test` (per I/O path).
+.PHONY: wal-crash-soak
 wal-crash-soak: deps
 	WAL_CRASH_KILLS=2000 $(CARGO) test --release -p engine --test wal_crash -- --nocapture
