@@ -1,0 +1,285 @@
+//! Test harness: start ferrokv or etcd processes on loopback with fresh
+//! data dirs, wait until they serve, run etcdctl against them, and kill
+//! them when the test is done (also on panic, through Drop).
+//!
+//! `FERROKV_UNDER_TEST=etcd` makes the system under test etcd itself, so a
+//! test's expectations can be checked against the reference first.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Etcd,
+    Ferrokv,
+}
+
+impl Kind {
+    /// The system under test: ferrokv, unless FERROKV_UNDER_TEST=etcd.
+    pub fn under_test() -> Kind {
+        match std::env::var("FERROKV_UNDER_TEST").as_deref() {
+            Ok("etcd") => Kind::Etcd,
+            _ => Kind::Ferrokv,
+        }
+    }
+
+    fn binary(self) -> PathBuf {
+        match self {
+            Kind::Etcd => PathBuf::from("etcd"),
+            Kind::Ferrokv => PathBuf::from(env!("CARGO_BIN_EXE_ferrokv")),
+        }
+    }
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().unwrap().port()
+}
+
+pub struct Member {
+    pub kind: Kind,
+    pub name: String,
+    pub client_port: u16,
+    pub peer_port: u16,
+    pub data_dir: PathBuf,
+    pub log_path: PathBuf,
+    args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl Member {
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.client_port)
+    }
+
+    pub fn client_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            Some(c) => c.try_wait().map(|s| s.is_none()).unwrap_or(false),
+            None => false,
+        }
+    }
+
+    /// Starts the process (again, with the same flags and data dir).
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "{} already running", self.name);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("open log");
+        let child = Command::new(self.kind.binary())
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {:?}: {e}", self.kind));
+        self.child = Some(child);
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// The process's exit status if it has exited on its own.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut()?.try_wait().ok()?
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// GET `path` on the client port over HTTP/1.1.
+    pub fn http_get(&self, path: &str) -> Option<(u16, String)> {
+        http_get(self.client_port, path)
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A minimal HTTP/1.1 GET (no dependencies; the server closes after one
+/// response because of `Connection: close`).
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status: u16 = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    // A chunked body: drop the chunk sizes.
+    let body = if text.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        dechunk(&body)
+    } else {
+        body
+    };
+    Some((status, body))
+}
+
+fn dechunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, tail)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || tail.len() < n {
+            break;
+        }
+        out.push_str(&tail[..n]);
+        rest = tail[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+pub struct Cluster {
+    pub members: Vec<Member>,
+    pub dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// `n` members of `kind` on loopback, started and serving.
+    pub fn start(kind: Kind, n: usize) -> Cluster {
+        Self::start_with(kind, n, &[])
+    }
+
+    pub fn start_with(kind: Kind, n: usize, extra: &[&str]) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+        let initial_cluster: Vec<String> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, p))| format!("m{i}=http://127.0.0.1:{p}"))
+            .collect();
+        let initial_cluster = initial_cluster.join(",");
+        let mut members = Vec::new();
+        for (i, &(client_port, peer_port)) in ports.iter().enumerate() {
+            let name = format!("m{i}");
+            let data_dir = dir.path().join(format!("{name}.data"));
+            let mut args: Vec<String> = vec![
+                format!("--name={name}"),
+                format!("--data-dir={}", data_dir.display()),
+                format!("--listen-client-urls=http://127.0.0.1:{client_port}"),
+                format!("--advertise-client-urls=http://127.0.0.1:{client_port}"),
+                format!("--listen-peer-urls=http://127.0.0.1:{peer_port}"),
+                format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}"),
+                format!("--initial-cluster={initial_cluster}"),
+                "--initial-cluster-state=new".to_string(),
+            ];
+            args.extend(extra.iter().map(|s| s.to_string()));
+            members.push(Member {
+                kind,
+                log_path: dir.path().join(format!("{name}.log")),
+                name,
+                client_port,
+                peer_port,
+                data_dir,
+                args,
+                child: None,
+            });
+        }
+        for m in &mut members {
+            m.start();
+        }
+        let mut c = Cluster { members, dir };
+        c.wait_ready(Duration::from_secs(30));
+        c
+    }
+
+    pub fn endpoints(&self) -> String {
+        let eps: Vec<String> = self.members.iter().map(|m| m.endpoint()).collect();
+        eps.join(",")
+    }
+
+    /// Waits until every running member answers /health with true.
+    pub fn wait_ready(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        for i in 0..self.members.len() {
+            loop {
+                let m = &mut self.members[i];
+                if let Some(status) = m.exited() {
+                    panic!("{} exited with {status} during startup; log:\n{}", m.name, m.log());
+                }
+                if let Some((200, body)) = m.http_get("/health") {
+                    if body.contains("\"health\":\"true\"") {
+                        break;
+                    }
+                }
+                if Instant::now() > deadline {
+                    panic!("{} not ready in {timeout:?}; log:\n{}", m.name, m.log());
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+/// etcdctl (API v3) against `endpoints`, with `stdin` fed in, killed after
+/// `timeout`.
+pub fn etcdctl(endpoints: &str, args: &[&str], stdin: Option<&str>, timeout: Duration) -> Output {
+    let mut cmd = Command::new("etcdctl");
+    cmd.env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoints}"))
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("etcdctl is installed (scripts/install-deps.sh)");
+    if let Some(input) = stdin {
+        let mut w = child.stdin.take().unwrap();
+        w.write_all(input.as_bytes()).unwrap();
+    }
+    let deadline = Instant::now() + timeout;
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// The last `Error: ...` line etcdctl printed, if any.
+pub fn etcdctl_error(out: &Output) -> Option<String> {
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("Error:"))
+        .map(|l| l.to_string())
+}
+
+pub fn data_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(name)
+}
