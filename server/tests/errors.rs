@@ -60,7 +60,8 @@ type Answer = Result<(), (Code, String)>;
 type CaseFn = for<'a> fn(&'a mut Clients) -> Pin<Box<dyn Future<Output = Answer> + 'a>>;
 
 fn answer<T>(r: Result<tonic::Response<T>, tonic::Status>) -> Answer {
-    r.map(|_| ()).map_err(|s| (s.code(), s.message().to_string()))
+    r.map(|_| ())
+        .map_err(|s| (s.code(), s.message().to_string()))
 }
 
 fn put(key: &str, value: Vec<u8>) -> PutRequest {
@@ -79,214 +80,425 @@ fn op_put(key: &str) -> RequestOp {
 
 fn cases() -> Vec<(&'static str, Expect, CaseFn)> {
     vec![
-        ("put with an empty key", Expect::Etcd(EtcdError::EmptyKey), |c| {
-            Box::pin(async move { answer(c.kv.put(put("", b"v".to_vec())).await) })
-        }),
-        ("range with an empty key", Expect::Etcd(EtcdError::EmptyKey), |c| {
-            Box::pin(async move { answer(c.kv.range(RangeRequest::default()).await) })
-        }),
-        ("delete with an empty key", Expect::Etcd(EtcdError::EmptyKey), |c| {
-            Box::pin(async move { answer(c.kv.delete_range(DeleteRangeRequest::default()).await) })
-        }),
-        ("put ignore_value with a value", Expect::Etcd(EtcdError::ValueProvided), |c| {
-            Box::pin(async move {
-                let mut p = put("k", b"v".to_vec());
-                p.ignore_value = true;
-                answer(c.kv.put(p).await)
-            })
-        }),
-        ("put ignore_lease with a lease", Expect::Etcd(EtcdError::LeaseProvided), |c| {
-            Box::pin(async move {
-                let mut p = put("k", b"v".to_vec());
-                p.ignore_lease = true;
-                p.lease = 7;
-                answer(c.kv.put(p).await)
-            })
-        }),
-        ("put ignore_value on a missing key", Expect::Etcd(EtcdError::KeyNotFound), |c| {
-            Box::pin(async move {
-                let mut p = put("missing", vec![]);
-                p.ignore_value = true;
-                answer(c.kv.put(p).await)
-            })
-        }),
-        ("txn with 129 operations", Expect::Etcd(EtcdError::TooManyOps), |c| {
-            Box::pin(async move {
-                let success = (0..129).map(|i| op_put(&format!("k{i}"))).collect();
-                answer(c.kv.txn(TxnRequest { compare: vec![], success, failure: vec![] }).await)
-            })
-        }),
-        ("txn with 128 operations is fine", Expect::Code(Code::Ok), |c| {
-            Box::pin(async move {
-                let success = (0..128).map(|i| op_put(&format!("k{i}"))).collect();
-                answer(c.kv.txn(TxnRequest { compare: vec![], success, failure: vec![] }).await)
-            })
-        }),
-        ("txn putting one key twice", Expect::Etcd(EtcdError::DuplicateKey), |c| {
-            Box::pin(async move {
-                let success = vec![op_put("d"), op_put("d")];
-                answer(c.kv.txn(TxnRequest { compare: vec![], success, failure: vec![] }).await)
-            })
-        }),
-        ("txn putting a key it deletes", Expect::Etcd(EtcdError::DuplicateKey), |c| {
-            Box::pin(async move {
-                let del = RequestOp {
-                    request: Some(request_op::Request::RequestDeleteRange(DeleteRangeRequest {
-                        key: b"a".to_vec(),
-                        range_end: b"z".to_vec(),
+        (
+            "put with an empty key",
+            Expect::Etcd(EtcdError::EmptyKey),
+            |c| Box::pin(async move { answer(c.kv.put(put("", b"v".to_vec())).await) }),
+        ),
+        (
+            "range with an empty key",
+            Expect::Etcd(EtcdError::EmptyKey),
+            |c| Box::pin(async move { answer(c.kv.range(RangeRequest::default()).await) }),
+        ),
+        (
+            "delete with an empty key",
+            Expect::Etcd(EtcdError::EmptyKey),
+            |c| {
+                Box::pin(
+                    async move { answer(c.kv.delete_range(DeleteRangeRequest::default()).await) },
+                )
+            },
+        ),
+        (
+            "put ignore_value with a value",
+            Expect::Etcd(EtcdError::ValueProvided),
+            |c| {
+                Box::pin(async move {
+                    let mut p = put("k", b"v".to_vec());
+                    p.ignore_value = true;
+                    answer(c.kv.put(p).await)
+                })
+            },
+        ),
+        (
+            "put ignore_lease with a lease",
+            Expect::Etcd(EtcdError::LeaseProvided),
+            |c| {
+                Box::pin(async move {
+                    let mut p = put("k", b"v".to_vec());
+                    p.ignore_lease = true;
+                    p.lease = 7;
+                    answer(c.kv.put(p).await)
+                })
+            },
+        ),
+        (
+            "put ignore_value on a missing key",
+            Expect::Etcd(EtcdError::KeyNotFound),
+            |c| {
+                Box::pin(async move {
+                    let mut p = put("missing", vec![]);
+                    p.ignore_value = true;
+                    answer(c.kv.put(p).await)
+                })
+            },
+        ),
+        (
+            "txn with 129 operations",
+            Expect::Etcd(EtcdError::TooManyOps),
+            |c| {
+                Box::pin(async move {
+                    let success = (0..129).map(|i| op_put(&format!("k{i}"))).collect();
+                    answer(
+                        c.kv.txn(TxnRequest {
+                            compare: vec![],
+                            success,
+                            failure: vec![],
+                        })
+                        .await,
+                    )
+                })
+            },
+        ),
+        (
+            "txn with 128 operations is fine",
+            Expect::Code(Code::Ok),
+            |c| {
+                Box::pin(async move {
+                    let success = (0..128).map(|i| op_put(&format!("k{i}"))).collect();
+                    answer(
+                        c.kv.txn(TxnRequest {
+                            compare: vec![],
+                            success,
+                            failure: vec![],
+                        })
+                        .await,
+                    )
+                })
+            },
+        ),
+        (
+            "txn putting one key twice",
+            Expect::Etcd(EtcdError::DuplicateKey),
+            |c| {
+                Box::pin(async move {
+                    let success = vec![op_put("d"), op_put("d")];
+                    answer(
+                        c.kv.txn(TxnRequest {
+                            compare: vec![],
+                            success,
+                            failure: vec![],
+                        })
+                        .await,
+                    )
+                })
+            },
+        ),
+        (
+            "txn putting a key it deletes",
+            Expect::Etcd(EtcdError::DuplicateKey),
+            |c| {
+                Box::pin(async move {
+                    let del = RequestOp {
+                        request: Some(request_op::Request::RequestDeleteRange(
+                            DeleteRangeRequest {
+                                key: b"a".to_vec(),
+                                range_end: b"z".to_vec(),
+                                ..Default::default()
+                            },
+                        )),
+                    };
+                    let success = vec![op_put("d"), del];
+                    answer(
+                        c.kv.txn(TxnRequest {
+                            compare: vec![],
+                            success,
+                            failure: vec![],
+                        })
+                        .await,
+                    )
+                })
+            },
+        ),
+        (
+            "txn with an empty request op",
+            Expect::Etcd(EtcdError::KeyNotFound),
+            |c| {
+                Box::pin(async move {
+                    let success = vec![RequestOp { request: None }];
+                    answer(
+                        c.kv.txn(TxnRequest {
+                            compare: vec![],
+                            success,
+                            failure: vec![],
+                        })
+                        .await,
+                    )
+                })
+            },
+        ),
+        (
+            "txn compare with an empty key",
+            Expect::Etcd(EtcdError::EmptyKey),
+            |c| {
+                Box::pin(async move {
+                    let compare = vec![Compare::default()];
+                    answer(
+                        c.kv.txn(TxnRequest {
+                            compare,
+                            success: vec![],
+                            failure: vec![],
+                        })
+                        .await,
+                    )
+                })
+            },
+        ),
+        (
+            "range at a future revision",
+            Expect::Etcd(EtcdError::FutureRev),
+            |c| {
+                Box::pin(async move {
+                    let r = RangeRequest {
+                        key: b"k".to_vec(),
+                        revision: 1_000_000,
                         ..Default::default()
-                    })),
-                };
-                let success = vec![op_put("d"), del];
-                answer(c.kv.txn(TxnRequest { compare: vec![], success, failure: vec![] }).await)
-            })
-        }),
-        ("txn with an empty request op", Expect::Etcd(EtcdError::KeyNotFound), |c| {
-            Box::pin(async move {
-                let success = vec![RequestOp { request: None }];
-                answer(c.kv.txn(TxnRequest { compare: vec![], success, failure: vec![] }).await)
-            })
-        }),
-        ("txn compare with an empty key", Expect::Etcd(EtcdError::EmptyKey), |c| {
-            Box::pin(async move {
-                let compare = vec![Compare::default()];
-                answer(c.kv.txn(TxnRequest { compare, success: vec![], failure: vec![] }).await)
-            })
-        }),
-        ("range at a future revision", Expect::Etcd(EtcdError::FutureRev), |c| {
-            Box::pin(async move {
-                let r = RangeRequest {
-                    key: b"k".to_vec(),
-                    revision: 1_000_000,
-                    ..Default::default()
-                };
-                answer(c.kv.range(r).await)
-            })
-        }),
-        ("serializable range at a future revision", Expect::Etcd(EtcdError::FutureRev), |c| {
-            Box::pin(async move {
-                let r = RangeRequest {
-                    key: b"k".to_vec(),
-                    revision: 1_000_000,
-                    serializable: true,
-                    ..Default::default()
-                };
-                answer(c.kv.range(r).await)
-            })
-        }),
-        ("compact at a future revision", Expect::Etcd(EtcdError::FutureRev), |c| {
-            Box::pin(async move {
-                answer(c.kv.compact(CompactionRequest { revision: 1_000_000, physical: false }).await)
-            })
-        }),
+                    };
+                    answer(c.kv.range(r).await)
+                })
+            },
+        ),
+        (
+            "serializable range at a future revision",
+            Expect::Etcd(EtcdError::FutureRev),
+            |c| {
+                Box::pin(async move {
+                    let r = RangeRequest {
+                        key: b"k".to_vec(),
+                        revision: 1_000_000,
+                        serializable: true,
+                        ..Default::default()
+                    };
+                    answer(c.kv.range(r).await)
+                })
+            },
+        ),
+        (
+            "compact at a future revision",
+            Expect::Etcd(EtcdError::FutureRev),
+            |c| {
+                Box::pin(async move {
+                    answer(
+                        c.kv.compact(CompactionRequest {
+                            revision: 1_000_000,
+                            physical: false,
+                        })
+                        .await,
+                    )
+                })
+            },
+        ),
         ("compact at revision 3", Expect::Code(Code::Ok), |c| {
             Box::pin(async move {
                 for i in 0..3 {
                     answer(c.kv.put(put(&format!("c{i}"), b"v".to_vec())).await)?;
                 }
-                answer(c.kv.compact(CompactionRequest { revision: 3, physical: true }).await)
+                answer(
+                    c.kv.compact(CompactionRequest {
+                        revision: 3,
+                        physical: true,
+                    })
+                    .await,
+                )
             })
         }),
-        ("range below the compacted revision", Expect::Etcd(EtcdError::Compacted), |c| {
-            Box::pin(async move {
-                let r = RangeRequest {
-                    key: b"k".to_vec(),
-                    revision: 2,
-                    ..Default::default()
-                };
-                answer(c.kv.range(r).await)
-            })
-        }),
-        ("compact below the compacted revision", Expect::Etcd(EtcdError::Compacted), |c| {
-            Box::pin(async move {
-                answer(c.kv.compact(CompactionRequest { revision: 2, physical: false }).await)
-            })
-        }),
-        ("revoke an unknown lease", Expect::Etcd(EtcdError::LeaseNotFound), |c| {
-            Box::pin(async move { answer(c.lease.lease_revoke(LeaseRevokeRequest { id: 4242 }).await) })
-        }),
-        ("put with an unknown lease", Expect::Etcd(EtcdError::LeaseNotFound), |c| {
-            Box::pin(async move {
-                let mut p = put("k", b"v".to_vec());
-                p.lease = 4242;
-                answer(c.kv.put(p).await)
-            })
-        }),
+        (
+            "range below the compacted revision",
+            Expect::Etcd(EtcdError::Compacted),
+            |c| {
+                Box::pin(async move {
+                    let r = RangeRequest {
+                        key: b"k".to_vec(),
+                        revision: 2,
+                        ..Default::default()
+                    };
+                    answer(c.kv.range(r).await)
+                })
+            },
+        ),
+        (
+            "compact below the compacted revision",
+            Expect::Etcd(EtcdError::Compacted),
+            |c| {
+                Box::pin(async move {
+                    answer(
+                        c.kv.compact(CompactionRequest {
+                            revision: 2,
+                            physical: false,
+                        })
+                        .await,
+                    )
+                })
+            },
+        ),
+        (
+            "revoke an unknown lease",
+            Expect::Etcd(EtcdError::LeaseNotFound),
+            |c| {
+                Box::pin(async move {
+                    answer(c.lease.lease_revoke(LeaseRevokeRequest { id: 4242 }).await)
+                })
+            },
+        ),
+        (
+            "put with an unknown lease",
+            Expect::Etcd(EtcdError::LeaseNotFound),
+            |c| {
+                Box::pin(async move {
+                    let mut p = put("k", b"v".to_vec());
+                    p.lease = 4242;
+                    answer(c.kv.put(p).await)
+                })
+            },
+        ),
         ("grant a lease", Expect::Code(Code::Ok), |c| {
             Box::pin(async move {
-                answer(c.lease.lease_grant(LeaseGrantRequest { ttl: 60, id: 777 }).await)
+                answer(
+                    c.lease
+                        .lease_grant(LeaseGrantRequest { ttl: 60, id: 777 })
+                        .await,
+                )
             })
         }),
-        ("grant a lease id twice", Expect::Etcd(EtcdError::LeaseExist), |c| {
-            Box::pin(async move {
-                answer(c.lease.lease_grant(LeaseGrantRequest { ttl: 60, id: 777 }).await)
-            })
-        }),
-        ("grant a too large TTL", Expect::Etcd(EtcdError::LeaseTtlTooLarge), |c| {
-            Box::pin(async move {
-                answer(c.lease.lease_grant(LeaseGrantRequest { ttl: 9_000_000_001, id: 0 }).await)
-            })
-        }),
-        ("a put just under --max-request-bytes", Expect::Code(Code::Ok), |c| {
-            Box::pin(async move { answer(c.kv.put(put("big", vec![b'x'; 1_500_000])).await) })
-        }),
-        ("a put over --max-request-bytes", Expect::Etcd(EtcdError::RequestTooLarge), |c| {
-            Box::pin(async move { answer(c.kv.put(put("big", vec![b'x'; 1_600_000])).await) })
-        }),
-        ("a txn over --max-request-bytes", Expect::Etcd(EtcdError::RequestTooLarge), |c| {
-            Box::pin(async move {
-                let op = RequestOp {
-                    request: Some(request_op::Request::RequestPut(put("big", vec![b'x'; 1_600_000]))),
-                };
-                answer(c.kv.txn(TxnRequest { compare: vec![], success: vec![op], failure: vec![] }).await)
-            })
-        }),
-        ("a message over the gRPC limit", Expect::Code(Code::ResourceExhausted), |c| {
-            Box::pin(async move { answer(c.kv.put(put("big", vec![b'x'; 2_200_000])).await) })
-        }),
-        ("remove an unknown member", Expect::Etcd(EtcdError::MemberNotFound), |c| {
-            Box::pin(async move { answer(c.cluster.member_remove(MemberRemoveRequest { id: 4242 }).await) })
-        }),
-        ("promote a voting member", Expect::Etcd(EtcdError::MemberNotLearner), |c| {
-            Box::pin(async move {
-                let list = c
-                    .cluster
-                    .member_list(MemberListRequest {})
-                    .await
-                    .map_err(|s| (s.code(), s.message().to_string()))?;
-                let id = list.into_inner().members[0].id;
-                answer(c.cluster.member_promote(MemberPromoteRequest { id }).await)
-            })
-        }),
-        ("add a member with a bad URL", Expect::Etcd(EtcdError::MemberBadUrls), |c| {
-            Box::pin(async move {
-                let r = MemberAddRequest {
-                    peer_ur_ls: vec!["not a url".to_string()],
-                    is_learner: false,
-                };
-                answer(c.cluster.member_add(r).await)
-            })
-        }),
-        ("add a member with an existing peer URL", Expect::Etcd(EtcdError::PeerUrlExist), |c| {
-            Box::pin(async move {
-                let list = c
-                    .cluster
-                    .member_list(MemberListRequest {})
-                    .await
-                    .map_err(|s| (s.code(), s.message().to_string()))?;
-                let urls = list.into_inner().members[0].peer_ur_ls.clone();
-                let r = MemberAddRequest {
-                    peer_ur_ls: urls,
-                    is_learner: true,
-                };
-                answer(c.cluster.member_add(r).await)
-            })
-        }),
-        ("move the leadership to a non-member", Expect::Etcd(EtcdError::BadLeaderTransferee), |c| {
-            Box::pin(async move {
-                answer(c.maintenance.move_leader(MoveLeaderRequest { target_id: 4242 }).await)
-            })
-        }),
+        (
+            "grant a lease id twice",
+            Expect::Etcd(EtcdError::LeaseExist),
+            |c| {
+                Box::pin(async move {
+                    answer(
+                        c.lease
+                            .lease_grant(LeaseGrantRequest { ttl: 60, id: 777 })
+                            .await,
+                    )
+                })
+            },
+        ),
+        (
+            "grant a too large TTL",
+            Expect::Etcd(EtcdError::LeaseTtlTooLarge),
+            |c| {
+                Box::pin(async move {
+                    answer(
+                        c.lease
+                            .lease_grant(LeaseGrantRequest {
+                                ttl: 9_000_000_001,
+                                id: 0,
+                            })
+                            .await,
+                    )
+                })
+            },
+        ),
+        (
+            "a put just under --max-request-bytes",
+            Expect::Code(Code::Ok),
+            |c| Box::pin(async move { answer(c.kv.put(put("big", vec![b'x'; 1_500_000])).await) }),
+        ),
+        (
+            "a put over --max-request-bytes",
+            Expect::Etcd(EtcdError::RequestTooLarge),
+            |c| Box::pin(async move { answer(c.kv.put(put("big", vec![b'x'; 1_600_000])).await) }),
+        ),
+        (
+            "a txn over --max-request-bytes",
+            Expect::Etcd(EtcdError::RequestTooLarge),
+            |c| {
+                Box::pin(async move {
+                    let op = RequestOp {
+                        request: Some(request_op::Request::RequestPut(put(
+                            "big",
+                            vec![b'x'; 1_600_000],
+                        ))),
+                    };
+                    answer(
+                        c.kv.txn(TxnRequest {
+                            compare: vec![],
+                            success: vec![op],
+                            failure: vec![],
+                        })
+                        .await,
+                    )
+                })
+            },
+        ),
+        (
+            "a message over the gRPC limit",
+            Expect::Code(Code::ResourceExhausted),
+            |c| Box::pin(async move { answer(c.kv.put(put("big", vec![b'x'; 2_200_000])).await) }),
+        ),
+        (
+            "remove an unknown member",
+            Expect::Etcd(EtcdError::MemberNotFound),
+            |c| {
+                Box::pin(async move {
+                    answer(
+                        c.cluster
+                            .member_remove(MemberRemoveRequest { id: 4242 })
+                            .await,
+                    )
+                })
+            },
+        ),
+        (
+            "promote a voting member",
+            Expect::Etcd(EtcdError::MemberNotLearner),
+            |c| {
+                Box::pin(async move {
+                    let list = c
+                        .cluster
+                        .member_list(MemberListRequest {})
+                        .await
+                        .map_err(|s| (s.code(), s.message().to_string()))?;
+                    let id = list.into_inner().members[0].id;
+                    answer(c.cluster.member_promote(MemberPromoteRequest { id }).await)
+                })
+            },
+        ),
+        (
+            "add a member with a bad URL",
+            Expect::Etcd(EtcdError::MemberBadUrls),
+            |c| {
+                Box::pin(async move {
+                    let r = MemberAddRequest {
+                        peer_ur_ls: vec!["not a url".to_string()],
+                        is_learner: false,
+                    };
+                    answer(c.cluster.member_add(r).await)
+                })
+            },
+        ),
+        (
+            "add a member with an existing peer URL",
+            Expect::Etcd(EtcdError::PeerUrlExist),
+            |c| {
+                Box::pin(async move {
+                    let list = c
+                        .cluster
+                        .member_list(MemberListRequest {})
+                        .await
+                        .map_err(|s| (s.code(), s.message().to_string()))?;
+                    let urls = list.into_inner().members[0].peer_ur_ls.clone();
+                    let r = MemberAddRequest {
+                        peer_ur_ls: urls,
+                        is_learner: true,
+                    };
+                    answer(c.cluster.member_add(r).await)
+                })
+            },
+        ),
+        (
+            "move the leadership to a non-member",
+            Expect::Etcd(EtcdError::BadLeaderTransferee),
+            |c| {
+                Box::pin(async move {
+                    answer(
+                        c.maintenance
+                            .move_leader(MoveLeaderRequest { target_id: 4242 })
+                            .await,
+                    )
+                })
+            },
+        ),
     ]
 }
 
@@ -323,10 +535,16 @@ fn errors_match_etcd() {
                 "{what}: etcd itself answers {ra:?}, the table expects {expect:?}"
             );
             if !matches(expect, &sa) {
-                failures.push(format!("{what}: expected {expect:?} (etcd: {ra:?}), got {sa:?}"));
+                failures.push(format!(
+                    "{what}: expected {expect:?} (etcd: {ra:?}), got {sa:?}"
+                ));
             }
         }
-        assert!(failures.is_empty(), "differences from etcd:\n{}", failures.join("\n"));
+        assert!(
+            failures.is_empty(),
+            "differences from etcd:\n{}",
+            failures.join("\n")
+        );
     });
 }
 
@@ -343,7 +561,11 @@ fn quota_raises_nospace_as_etcd_does() {
             let mut cl = Clients::connect(&c.endpoints()).await;
             let mut first_error = None;
             for i in 0..200 {
-                let r = answer(cl.kv.put(put(&format!("fill{i}"), vec![b'q'; 100_000])).await);
+                let r = answer(
+                    cl.kv
+                        .put(put(&format!("fill{i}"), vec![b'q'; 100_000]))
+                        .await,
+                );
                 if let Err(e) = r {
                     first_error = Some((i, e));
                     break;
@@ -356,12 +578,26 @@ fn quota_raises_nospace_as_etcd_does() {
             );
             // Every later write fails too, reads go on.
             let again = answer(cl.kv.put(put("small", b"v".to_vec())).await);
-            assert!(matches(Expect::Etcd(EtcdError::NoSpace), &again), "{name}: {again:?}");
-            let read = answer(cl.kv.range(RangeRequest { key: b"fill0".to_vec(), ..Default::default() }).await);
+            assert!(
+                matches(Expect::Etcd(EtcdError::NoSpace), &again),
+                "{name}: {again:?}"
+            );
+            let read = answer(
+                cl.kv
+                    .range(RangeRequest {
+                        key: b"fill0".to_vec(),
+                        ..Default::default()
+                    })
+                    .await,
+            );
             assert!(read.is_ok(), "{name}: {read:?}");
             let alarms = cl
                 .maintenance
-                .alarm(AlarmRequest { action: 0, member_id: 0, alarm: 0 })
+                .alarm(AlarmRequest {
+                    action: 0,
+                    member_id: 0,
+                    alarm: 0,
+                })
                 .await
                 .unwrap()
                 .into_inner();

@@ -228,7 +228,11 @@ struct Run {
 }
 
 fn run(step: &Step, endpoints: &str, lease: &str) -> Run {
-    let args: Vec<String> = step.args.iter().map(|a| a.replace("{lease}", lease)).collect();
+    let args: Vec<String> = step
+        .args
+        .iter()
+        .map(|a| a.replace("{lease}", lease))
+        .collect();
     let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
     let out = etcdctl(endpoints, &args, step.stdin, step.timeout);
     Run {
@@ -245,7 +249,10 @@ fn is_watch(step: &Step) -> bool {
 }
 
 fn lease_of(grant_output: &str) -> Option<String> {
-    grant_output.split_whitespace().nth(1).map(|s| s.to_string())
+    grant_output
+        .split_whitespace()
+        .nth(1)
+        .map(|s| s.to_string())
 }
 
 #[test]
@@ -267,8 +274,14 @@ fn etcdctl_behaves_as_against_etcd() {
             Check::Same => {
                 let rn = normalize(&r.stdout, &ref_ep, std::slice::from_ref(&ref_lease));
                 let sn = normalize(&s.stdout, &sub_ep, std::slice::from_ref(&sub_lease));
-                let re = r.error.as_deref().map(|e| normalize(e, &ref_ep, &[ref_lease.clone()]));
-                let se = s.error.as_deref().map(|e| normalize(e, &sub_ep, &[sub_lease.clone()]));
+                let re = r
+                    .error
+                    .as_deref()
+                    .map(|e| normalize(e, &ref_ep, &[ref_lease.clone()]));
+                let se = s
+                    .error
+                    .as_deref()
+                    .map(|e| normalize(e, &sub_ep, &[sub_lease.clone()]));
                 if rn != sn || (!is_watch(step) && r.ok != s.ok) || re != se {
                     failures.push(format!(
                         "{what}\n  etcd:    ok={} out={rn:?} err={re:?}\n  subject: ok={} out={sn:?} err={se:?}\n  subject stderr: {}",

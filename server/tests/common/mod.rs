@@ -132,7 +132,10 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let status: u16 = text.split_whitespace().nth(1)?.parse().ok()?;
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
     // A chunked body: drop the chunk sizes.
-    let body = if text.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let body = if text
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         dechunk(&body)
     } else {
         body
@@ -222,7 +225,11 @@ impl Cluster {
             loop {
                 let m = &mut self.members[i];
                 if let Some(status) = m.exited() {
-                    panic!("{} exited with {status} during startup; log:\n{}", m.name, m.log());
+                    panic!(
+                        "{} exited with {status} during startup; log:\n{}",
+                        m.name,
+                        m.log()
+                    );
                 }
                 if let Some((200, body)) = m.http_get("/health") {
                     if body.contains("\"health\":\"true\"") {
@@ -252,7 +259,9 @@ pub fn etcdctl(endpoints: &str, args: &[&str], stdin: Option<&str>, timeout: Dur
         })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("etcdctl is installed (scripts/install-deps.sh)");
+    let mut child = cmd
+        .spawn()
+        .expect("etcdctl is installed (scripts/install-deps.sh)");
     if let Some(input) = stdin {
         let mut w = child.stdin.take().unwrap();
         w.write_all(input.as_bytes()).unwrap();
