@@ -197,6 +197,25 @@ pub fn unknown(e: impl std::fmt::Display) -> Status {
     Status::new(Code::Unknown, e.to_string())
 }
 
+/// The store's answer to a request, as etcd's `togRPCError` maps mvcc,
+/// lease and etcdserver errors.
+pub fn from_mvcc(e: &engine::mvcc::Error) -> Status {
+    use engine::mvcc::Error as E;
+    match e {
+        E::Compacted { .. } => EtcdError::Compacted.status(),
+        E::FutureRevision { .. } => EtcdError::FutureRev.status(),
+        E::LeaseNotFound => EtcdError::LeaseNotFound.status(),
+        E::LeaseExists => EtcdError::LeaseExist.status(),
+        E::LeaseTtlTooLarge => EtcdError::LeaseTtlTooLarge.status(),
+        E::KeyNotFound => EtcdError::KeyNotFound.status(),
+        E::EmptyKey => EtcdError::EmptyKey.status(),
+        E::DuplicateKey => EtcdError::DuplicateKey.status(),
+        E::TooManyOps => EtcdError::TooManyOps.status(),
+        E::InvalidRequest(why) => Status::invalid_argument(format!("etcdserver: {why}")),
+        other => unknown(other),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,6 +16,19 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(1);
         }
     };
-    println!("{config:?}");
-    Ok(())
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    tracing::info!(name = %config.name, data_dir = %config.data_dir.display(), backend = config.backend.as_str(), "starting ferrokv");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let node = server::node::Node::open(config)?;
+        server::serve::serve(node).await
+    })
 }

@@ -534,7 +534,8 @@ fn errors_match_etcd() {
                 matches(expect, &ra),
                 "{what}: etcd itself answers {ra:?}, the table expects {expect:?}"
             );
-            if !matches(expect, &sa) {
+            // The same code and the same message as etcd, whatever the case.
+            if !matches(expect, &sa) || sa != ra {
                 failures.push(format!(
                     "{what}: expected {expect:?} (etcd: {ra:?}), got {sa:?}"
                 ));

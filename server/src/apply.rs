@@ -1,0 +1,212 @@
+//! Committed log entry → engine::mvcc. The log calls `Applier::apply` for
+//! every committed entry in order (also entries replayed after a restart:
+//! the store skips indexes at or below its consistent index). The answer
+//! goes to the request waiting for it on this member, if any (a follower
+//! applies entries other members proposed; nobody waits for those here).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use engine::mvcc::{self, Store};
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+
+use crate::entry::{self, AlarmAction, AlarmChange, Body};
+use crate::metrics::Metrics;
+
+/// The outcome of one applied entry, for the request that proposed it.
+#[derive(Debug)]
+pub enum Answer {
+    /// The store's answer; `Ok(None)` if the index had been applied before.
+    Store(Result<Option<mvcc::Response>, mvcc::Error>),
+    Alarm,
+}
+
+/// An answer ready to hand to its waiting request.
+pub struct Delivery {
+    request_id: u64,
+    answer: Answer,
+}
+
+/// Requests waiting for their entry to be applied, by request id.
+#[derive(Default)]
+pub struct Waits {
+    next_id: AtomicU64,
+    pending: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
+}
+
+/// Bound on requests in flight per member; beyond it a write is refused
+/// with "too many requests" instead of queueing without limit.
+pub const PENDING_MAX: usize = 100_000;
+
+impl Waits {
+    pub fn new() -> Waits {
+        Waits {
+            // A random start, so a restarted member's ids do not meet the
+            // ids of its previous life still in the log.
+            next_id: AtomicU64::new(rand_seed()),
+            pending: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A fresh request id and the receiver of its answer; None when too
+    /// many requests are pending.
+    pub fn register(&self) -> Option<(u64, oneshot::Receiver<Answer>)> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        let mut p = self.pending.lock();
+        if p.len() >= PENDING_MAX {
+            return None;
+        }
+        p.insert(id, tx);
+        Metrics::global().proposals_pending.set(p.len() as i64);
+        Some((id, rx))
+    }
+
+    /// Forgets a request that gave up (timeout, refused proposal).
+    pub fn cancel(&self, id: u64) {
+        let mut p = self.pending.lock();
+        p.remove(&id);
+        Metrics::global().proposals_pending.set(p.len() as i64);
+    }
+
+    fn deliver(&self, d: Delivery) {
+        let tx = {
+            let mut p = self.pending.lock();
+            let tx = p.remove(&d.request_id);
+            Metrics::global().proposals_pending.set(p.len() as i64);
+            tx
+        };
+        if let Some(tx) = tx {
+            let _ = tx.send(d.answer);
+        }
+    }
+}
+
+fn rand_seed() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let mut x = t ^ ((std::process::id() as u64) << 32) ^ 0x9e37_79b9_7f4a_7c15;
+    // splitmix64 finalizer
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// Active alarms: (member, alarm type), as etcd's alarm store.
+#[derive(Default)]
+pub struct Alarms {
+    active: Mutex<BTreeSet<(u64, u8)>>,
+}
+
+impl Alarms {
+    pub fn list(&self) -> Vec<(u64, u8)> {
+        self.active.lock().iter().copied().collect()
+    }
+
+    pub fn has(&self, alarm: u8) -> bool {
+        self.active.lock().iter().any(|&(_, a)| a == alarm)
+    }
+
+    fn change(&self, a: AlarmChange) {
+        let mut s = self.active.lock();
+        match a.action {
+            AlarmAction::Activate => {
+                s.insert((a.member_id, a.alarm));
+            }
+            AlarmAction::Deactivate => {
+                s.remove(&(a.member_id, a.alarm));
+            }
+        }
+    }
+}
+
+/// Applies committed entries to the store.
+pub struct Applier {
+    pub store: Arc<Store>,
+    pub waits: Arc<Waits>,
+    pub alarms: Arc<Alarms>,
+    member_id: u64,
+    /// Set when the store failed fatally: the member stops applying.
+    failed: Mutex<Option<String>>,
+}
+
+impl Applier {
+    pub fn new(store: Arc<Store>, member_id: u64) -> Applier {
+        Applier {
+            store,
+            waits: Arc::new(Waits::new()),
+            alarms: Arc::new(Alarms::default()),
+            member_id,
+            failed: Mutex::new(None),
+        }
+    }
+
+    pub fn member_id(&self) -> u64 {
+        self.member_id
+    }
+
+    pub fn failure(&self) -> Option<String> {
+        self.failed.lock().clone()
+    }
+
+    /// Applies the entry committed at `index`. Returns the answer for a
+    /// request of this member (deliver it with `deliver`, after whatever
+    /// the log must make durable first), or an error when the store cannot
+    /// go on (the caller stops the member).
+    pub fn apply(&self, index: u64, data: &[u8]) -> Result<Option<Delivery>, String> {
+        let m = Metrics::global();
+        let e = match entry::decode(data) {
+            Ok(e) => e,
+            Err(err) => {
+                // Not ours (or corrupt): consume the index, answer nobody.
+                tracing::warn!(index, "skipping undecodable log entry: {err}");
+                self.store.advance_index(index).map_err(|e| self.fail(&e))?;
+                return Ok(None);
+            }
+        };
+        let answer = match e.body {
+            Body::Command(bytes) => {
+                let r = self.store.apply_encoded(index, bytes);
+                if let Err(err) = &r {
+                    if err.is_fatal() {
+                        return Err(self.fail(err));
+                    }
+                }
+                Answer::Store(r)
+            }
+            Body::Alarm(a) => {
+                self.alarms.change(a);
+                self.store.advance_index(index).map_err(|e| self.fail(&e))?;
+                Answer::Alarm
+            }
+        };
+        m.proposals_applied.set(index as i64);
+        Ok((e.origin == self.member_id).then_some(Delivery {
+            request_id: e.request_id,
+            answer,
+        }))
+    }
+
+    /// An entry without a server payload (raft's empty entries and
+    /// configuration changes) still consumes its index.
+    pub fn apply_empty(&self, index: u64) -> Result<(), String> {
+        self.store.advance_index(index).map_err(|e| self.fail(&e))?;
+        Metrics::global().proposals_applied.set(index as i64);
+        Ok(())
+    }
+
+    pub fn deliver(&self, d: Delivery) {
+        self.waits.deliver(d);
+    }
+
+    fn fail(&self, e: &mvcc::Error) -> String {
+        let msg = e.to_string();
+        tracing::error!("store failed, the member stops applying: {msg}");
+        *self.failed.lock() = Some(msg.clone());
+        msg
+    }
+}

@@ -1,0 +1,161 @@
+//! Cluster: MemberList from the log's configuration; MemberAdd, Remove,
+//! Promote and Update through the log (raft configuration changes), with
+//! etcd's checks first.
+
+use std::sync::Arc;
+
+use proto::etcdserverpb::cluster_server::Cluster;
+use proto::etcdserverpb::*;
+use tonic::{Request, Response, Status};
+
+use super::observe;
+use crate::config::Url;
+use crate::errors::EtcdError;
+use crate::node::{member_id, Node};
+use crate::replication::{MemberInfo, MembershipChange};
+
+const SVC: &str = "etcdserverpb.Cluster";
+
+pub struct ClusterService {
+    pub node: Arc<Node>,
+}
+
+fn member(m: MemberInfo) -> Member {
+    Member {
+        id: m.id,
+        name: m.name,
+        peer_ur_ls: m.peer_urls,
+        client_ur_ls: m.client_urls,
+        is_learner: m.is_learner,
+    }
+}
+
+impl ClusterService {
+    fn find(&self, id: u64) -> Result<MemberInfo, Status> {
+        self.node
+            .repl
+            .members()
+            .into_iter()
+            .find(|m| m.id == id)
+            .ok_or_else(|| EtcdError::MemberNotFound.into())
+    }
+
+    async fn add(&self, r: MemberAddRequest) -> Result<MemberAddResponse, Status> {
+        let mut urls = Vec::new();
+        for u in &r.peer_ur_ls {
+            urls.push(
+                Url::parse(u)
+                    .map_err(|_| EtcdError::MemberBadUrls)?
+                    .to_string(),
+            );
+        }
+        if urls.is_empty() {
+            return Err(EtcdError::MemberBadUrls.into());
+        }
+        let existing = self.node.repl.members();
+        if existing
+            .iter()
+            .any(|m| m.peer_urls.iter().any(|u| urls.contains(u)))
+        {
+            return Err(EtcdError::PeerUrlExist.into());
+        }
+        // The new member's name is not known yet; its id comes from its
+        // first peer URL until it starts with its name.
+        let id = member_id(&self.node.cfg.initial_cluster_token, &urls[0]);
+        let change = MembershipChange::Add {
+            id,
+            peer_urls: urls.clone(),
+            is_learner: r.is_learner,
+        };
+        let members = self.node.repl.change_membership(change).await?;
+        Ok(MemberAddResponse {
+            header: Some(self.node.header()),
+            member: Some(Member {
+                id,
+                name: String::new(),
+                peer_ur_ls: urls,
+                client_ur_ls: vec![],
+                is_learner: r.is_learner,
+            }),
+            members: members.into_iter().map(member).collect(),
+        })
+    }
+
+    async fn remove(&self, r: MemberRemoveRequest) -> Result<MemberRemoveResponse, Status> {
+        self.find(r.id)?;
+        let members = self
+            .node
+            .repl
+            .change_membership(MembershipChange::Remove { id: r.id })
+            .await?;
+        Ok(MemberRemoveResponse {
+            header: Some(self.node.header()),
+            members: members.into_iter().map(member).collect(),
+        })
+    }
+
+    async fn promote(&self, r: MemberPromoteRequest) -> Result<MemberPromoteResponse, Status> {
+        if !self.find(r.id)?.is_learner {
+            return Err(EtcdError::MemberNotLearner.into());
+        }
+        let members = self
+            .node
+            .repl
+            .change_membership(MembershipChange::Promote { id: r.id })
+            .await?;
+        Ok(MemberPromoteResponse {
+            header: Some(self.node.header()),
+            members: members.into_iter().map(member).collect(),
+        })
+    }
+
+    async fn update(&self, r: MemberUpdateRequest) -> Result<MemberUpdateResponse, Status> {
+        self.find(r.id)?;
+        for u in &r.peer_ur_ls {
+            Url::parse(u).map_err(|_| EtcdError::MemberBadUrls)?;
+        }
+        // Peer URL updates need the transport to re-dial; not offered.
+        Err(EtcdError::NotCapable.into())
+    }
+
+    async fn list(&self) -> Result<MemberListResponse, Status> {
+        Ok(MemberListResponse {
+            header: Some(self.node.header()),
+            members: self.node.repl.members().into_iter().map(member).collect(),
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl Cluster for ClusterService {
+    async fn member_add(
+        &self,
+        r: Request<MemberAddRequest>,
+    ) -> Result<Response<MemberAddResponse>, Status> {
+        observe(SVC, "MemberAdd", self.add(r.into_inner()).await)
+    }
+    async fn member_remove(
+        &self,
+        r: Request<MemberRemoveRequest>,
+    ) -> Result<Response<MemberRemoveResponse>, Status> {
+        observe(SVC, "MemberRemove", self.remove(r.into_inner()).await)
+    }
+    async fn member_update(
+        &self,
+        r: Request<MemberUpdateRequest>,
+    ) -> Result<Response<MemberUpdateResponse>, Status> {
+        observe(SVC, "MemberUpdate", self.update(r.into_inner()).await)
+    }
+    async fn member_list(
+        &self,
+        _r: Request<MemberListRequest>,
+    ) -> Result<Response<MemberListResponse>, Status> {
+        observe(SVC, "MemberList", self.list().await)
+    }
+    async fn member_promote(
+        &self,
+        r: Request<MemberPromoteRequest>,
+    ) -> Result<Response<MemberPromoteResponse>, Status> {
+        observe(SVC, "MemberPromote", self.promote(r.into_inner()).await)
+    }
+}
