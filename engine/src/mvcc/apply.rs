@@ -145,6 +145,11 @@ fn execute(inner: &Inner, w: &mut WriterState, cmd: &Command) -> Result<Response
     validate_command(cmd)?;
     match cmd {
         Command::Put(p) => write_txn(inner, w, |t| {
+            // A plain put checks the lease first (etcd applierV3backend.Put);
+            // inside a txn, checkRequestPut checks ignore_* first.
+            if p.lease != 0 && !t.lessor.contains(p.lease) {
+                return Err(Error::LeaseNotFound);
+            }
             t.check_put(p)?;
             t.put(p).map(Response::Put)
         }),

@@ -537,6 +537,7 @@ impl Store {
             inner.sleeper_cv.notify_all();
         }
         inner.watch.close_all();
+        inner.watch.wake_sync();
         for t in self.threads.lock().drain(..) {
             let _ = t.join();
         }

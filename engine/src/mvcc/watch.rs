@@ -175,7 +175,7 @@ impl WatchHub {
         }
     }
 
-    fn wake_sync(&self) {
+    pub fn wake_sync(&self) {
         *self.wake.lock() = true;
         self.wake_cv.notify_one();
     }
