@@ -1,0 +1,57 @@
+//! Child process of the MVCC crash test (engine/tests/mvcc_crash.rs).
+//!
+//! Usage: mvcc-crash-child <store path> <seed> <commands>
+//!
+//! Opens the store, prints `opened <consistent index>`, then applies
+//! commands 1..=<commands> of the stream at their raft indexes — the ones at
+//! or below the consistent index are replays the store skips, as after a
+//! raft restart. At the end it syncs and prints
+//! `done <hash> <revision> <compact revision>`. The parent SIGKILLs it at
+//! random moments before that.
+
+use engine::mvcc::{LeaseExpiry, Store, StoreOptions};
+use std::io::Write;
+use std::time::Duration;
+
+#[path = "../../tests/common/mvcc_workload.rs"]
+mod mvcc_workload;
+
+pub fn crash_options() -> StoreOptions {
+    StoreOptions {
+        batch_interval: Duration::from_millis(2),
+        batch_limit: 64,
+        compaction_batch_keys: 8,
+        compaction_batch_pause: Duration::ZERO,
+        lease_expiry: LeaseExpiry::External,
+        ..Default::default()
+    }
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let path = args.next().expect("store path");
+    let seed: u64 = args.next().expect("seed").parse().expect("seed");
+    let count: u64 = args.next().expect("count").parse().expect("count");
+    let store = Store::open(&path, crash_options()).expect("open");
+    let mut out = std::io::stdout();
+    writeln!(out, "opened {}", store.consistent_index()).expect("stdout");
+    out.flush().expect("flush");
+    for i in 1..=count {
+        let cmd = mvcc_workload::command(seed, i);
+        if let Err(e) = store.apply(i, &cmd) {
+            assert!(!e.is_fatal(), "command {i}: {e}");
+        }
+    }
+    store.sync().expect("sync");
+    let hash = store.hash_kv(0).expect("hash");
+    writeln!(
+        out,
+        "done {} {} {}",
+        hash.hash,
+        store.current_revision(),
+        store.compact_revision()
+    )
+    .expect("stdout");
+    out.flush().expect("flush");
+    store.close().expect("close");
+}
