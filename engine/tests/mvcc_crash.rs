@@ -74,7 +74,12 @@ fn kills() -> usize {
         .unwrap_or(40)
 }
 
-fn spawn(path: &std::path::Path) -> (std::process::Child, std::io::Lines<BufReader<std::process::ChildStdout>>) {
+fn spawn(
+    path: &std::path::Path,
+) -> (
+    std::process::Child,
+    std::io::Lines<BufReader<std::process::ChildStdout>>,
+) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_mvcc-crash-child"))
         .arg(path)
         .arg(SEED.to_string())
@@ -149,5 +154,8 @@ fn killed_at_random_moments_the_store_holds_an_exact_prefix() {
         round += 1;
     }
     // Most kills must have landed inside the stream, not after it.
-    assert!(mid_run >= kills_done / 2, "{mid_run} of {kills_done} kills mid-run");
+    assert!(
+        mid_run >= kills_done / 2,
+        "{mid_run} of {kills_done} kills mid-run"
+    );
 }

@@ -71,7 +71,11 @@ fn expiry_deletes_attached_keys_in_one_revision_and_notifies() {
     assert_eq!(s.current_revision(), before, "not expired yet");
     clock.advance(Duration::from_secs(2));
     wait_until(|| s.current_revision() > before);
-    assert_eq!(s.current_revision(), before + 1, "one revision for all keys");
+    assert_eq!(
+        s.current_revision(),
+        before + 1,
+        "one revision for all keys"
+    );
     let r = st.recv_timeout(Duration::from_secs(5)).unwrap();
     assert_eq!(r.events.len(), 3);
     assert!(r
@@ -79,12 +83,18 @@ fn expiry_deletes_attached_keys_in_one_revision_and_notifies() {
         .iter()
         .all(|e| e.kind == EventType::Delete && e.kv.mod_revision == before + 1));
     assert_eq!(
-        r.events.iter().map(|e| e.kv.key.clone()).collect::<Vec<_>>(),
+        r.events
+            .iter()
+            .map(|e| e.kv.key.clone())
+            .collect::<Vec<_>>(),
         vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]
     );
     assert!(s.get(b"a").unwrap().is_none());
     assert!(s.get(b"free").unwrap().is_some());
-    assert!(matches!(s.lease_time_to_live(g.id, false), Err(Error::LeaseNotFound)));
+    assert!(matches!(
+        s.lease_time_to_live(g.id, false),
+        Err(Error::LeaseNotFound)
+    ));
     assert!(s.lease_leases().leases.is_empty());
 }
 
@@ -119,7 +129,10 @@ fn revoke_and_keep_alive() {
     assert_eq!(s.get(b"x").unwrap().unwrap().lease, 7);
     put_with_lease(&s, "y", 0);
     let ttl = s.lease_time_to_live(7, true).unwrap();
-    assert_eq!((ttl.ttl, ttl.granted_ttl, ttl.keys), (4, 4, vec![b"x".to_vec()]));
+    assert_eq!(
+        (ttl.ttl, ttl.granted_ttl, ttl.keys),
+        (4, 4, vec![b"x".to_vec()])
+    );
     assert_eq!(s.lease_leases().leases, vec![7, 9]);
 
     // Keep-alive extends: 3 s + 3 s > 4 s TTL and the lease lives.
@@ -163,7 +176,7 @@ fn leases_survive_a_restart() {
         put_with_lease(&s, "k3", 2);
         put_with_lease(&s, "k2", 2); // moves k2 to lease 2
         s.delete("k3").unwrap(); // detaches k3
-        // A checkpoint persists the remaining TTL of lease 2.
+                                 // A checkpoint persists the remaining TTL of lease 2.
         s.propose(&Command::LeaseCheckpoint(LeaseCheckpointRequest {
             checkpoints: vec![LeaseCheckpoint {
                 id: 2,
@@ -176,9 +189,15 @@ fn leases_survive_a_restart() {
     let s = Store::open(&path, options(&clock)).unwrap();
     assert_eq!(s.lease_leases().leases, vec![1, 2]);
     let l1 = s.lease_time_to_live(1, true).unwrap();
-    assert_eq!((l1.ttl, l1.granted_ttl, l1.keys), (100, 100, vec![b"k1".to_vec()]));
+    assert_eq!(
+        (l1.ttl, l1.granted_ttl, l1.keys),
+        (100, 100, vec![b"k1".to_vec()])
+    );
     let l2 = s.lease_time_to_live(2, true).unwrap();
-    assert_eq!((l2.ttl, l2.granted_ttl, l2.keys), (50, 1000, vec![b"k2".to_vec()]));
+    assert_eq!(
+        (l2.ttl, l2.granted_ttl, l2.keys),
+        (50, 1000, vec![b"k2".to_vec()])
+    );
     // Expiry after the restart still deletes the restored attachments.
     let before = s.current_revision();
     clock.advance(Duration::from_secs(60));

@@ -150,7 +150,7 @@ impl Model {
         };
         match order {
             SortOrder::Ascend => kvs.sort_by_key(key),
-            SortOrder::Descend => kvs.sort_by(|a, b| key(b).cmp(&key(a))),
+            SortOrder::Descend => kvs.sort_by_key(|kv| std::cmp::Reverse(key(kv))),
             SortOrder::None => {}
         }
         let mut more = false;

@@ -94,7 +94,9 @@ fn random_write(store: &Store, h: &mut History, rng: &mut impl Rng) {
         }
         6..=7 => {
             // A txn writing several keys in one revision.
-            let mut keys: Vec<u32> = (0..rng.gen_range(2..6)).map(|_| rng.gen_range(0..40)).collect();
+            let mut keys: Vec<u32> = (0..rng.gen_range(2..6))
+                .map(|_| rng.gen_range(0..40))
+                .collect();
             keys.sort();
             keys.dedup();
             let ops = keys
@@ -188,7 +190,10 @@ fn collect(stream: &WatchStream, id: i64, n: usize, deadline: Instant) -> Vec<Ev
         assert_eq!(r.watch_id, id);
         assert!(!r.canceled, "unexpected cancel {r:?}");
         let first = r.events[0].kv.mod_revision;
-        assert!(first > last_rev, "revision {first} split or repeated (last {last_rev})");
+        assert!(
+            first > last_rev,
+            "revision {first} split or repeated (last {last_rev})"
+        );
         for e in &r.events {
             assert!(e.kv.mod_revision >= last_rev);
             last_rev = e.kv.mod_revision;
@@ -285,7 +290,12 @@ fn every_event_once_in_order_across_catch_up_and_compaction() {
                     if got.len() >= want || Instant::now() > deadline {
                         break;
                     }
-                    got.extend(collect(&st, id, got.len() + 1, Instant::now() + Duration::from_millis(200)));
+                    got.extend(collect(
+                        &st,
+                        id,
+                        got.len() + 1,
+                        Instant::now() + Duration::from_millis(200),
+                    ));
                 }
                 got
             })
@@ -342,7 +352,10 @@ fn watcher_below_the_compaction_gets_the_compacted_error() {
     assert_eq!(r.watch_id, id);
     assert!(r.canceled);
     assert_eq!(r.compact_revision, 60);
-    assert_eq!(r.cancel_reason, "mvcc: required revision has been compacted");
+    assert_eq!(
+        r.cancel_reason,
+        "mvcc: required revision has been compacted"
+    );
     // At the compact revision itself the watch works (etcd's rule).
     let id2 = st
         .watch(&WatchCreateRequest {
@@ -399,7 +412,12 @@ fn a_stream_that_never_reads_blocks_nobody() {
     let start = store.current_revision();
     let writes = 5000;
     let fast_reader = std::thread::spawn(move || {
-        let got = collect(&fast, fast_id, writes, Instant::now() + Duration::from_secs(60));
+        let got = collect(
+            &fast,
+            fast_id,
+            writes,
+            Instant::now() + Duration::from_secs(60),
+        );
         got.len()
     });
     for i in 0..writes {
@@ -411,7 +429,12 @@ fn a_stream_that_never_reads_blocks_nobody() {
     assert!(slow.queued() <= 5, "queued {}", slow.queued());
     assert_eq!(fast_reader.join().unwrap(), writes);
     // Once it reads, it gets every event exactly once.
-    let got = collect(&slow, slow_id, writes, Instant::now() + Duration::from_secs(60));
+    let got = collect(
+        &slow,
+        slow_id,
+        writes,
+        Instant::now() + Duration::from_secs(60),
+    );
     assert_eq!(got.len(), writes);
     for (i, e) in got.iter().enumerate() {
         assert_eq!(e.kv.mod_revision, start + 1 + i as i64);
@@ -442,7 +465,10 @@ fn async_poll_wakes_and_progress_reports_a_safe_revision() {
             ..Default::default()
         })
         .unwrap();
-    assert!(flag.0.load(Ordering::SeqCst), "the created response woke the task");
+    assert!(
+        flag.0.load(Ordering::SeqCst),
+        "the created response woke the task"
+    );
     match st.poll_recv(&mut cx) {
         Poll::Ready(Some(r)) => assert!(r.created && r.watch_id == id),
         other => panic!("{other:?}"),

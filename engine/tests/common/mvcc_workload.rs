@@ -32,11 +32,19 @@ fn value(i: u64, len: usize) -> Vec<u8> {
 }
 
 fn put(r: &mut SplitMix, i: u64, k: u64) -> PutRequest {
-    let len = if r.below(50) == 0 { 6000 } else { r.below(200) as usize };
+    let len = if r.below(50) == 0 {
+        6000
+    } else {
+        r.below(200) as usize
+    };
     PutRequest {
         key: key(k),
         value: value(i, len),
-        lease: if r.below(8) == 0 { 1 + r.below(4) as i64 } else { 0 },
+        lease: if r.below(8) == 0 {
+            1 + r.below(4) as i64
+        } else {
+            0
+        },
         prev_kv: r.below(4) == 0,
         ..Default::default()
     }
@@ -51,7 +59,11 @@ pub fn command(seed: u64, i: u64) -> Command {
         }
         55..=64 => {
             let a = r.below(64);
-            let end = if r.below(2) == 0 { vec![] } else { key(a + 1 + r.below(4)) };
+            let end = if r.below(2) == 0 {
+                vec![]
+            } else {
+                key(a + 1 + r.below(4))
+            };
             Command::DeleteRange(DeleteRangeRequest {
                 key: key(a),
                 range_end: end,
