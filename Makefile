@@ -35,3 +35,9 @@ clippy:
 .PHONY: wal-crash-soak
 wal-crash-soak: deps
 	WAL_CRASH_KILLS=2000 $(CARGO) test --release -p engine --test wal_crash -- --nocapture
+
+# The WAL group-commit matrix (appenders × record sizes × io_uring/portable),
+# table, machine facts and targets in results/wal.md.
+.PHONY: bench-wal
+bench-wal: deps
+	$(CARGO) bench -p bench --bench wal -- --secs 1 --rounds 3
