@@ -1,9 +1,13 @@
 //! Maintenance.Snapshot: a consistent copy of the backend (the store's
 //! `snapshot_to`, which holds exactly what was applied up to one log
 //! index) written to a temporary file beside the db, then streamed in
-//! chunks with the bytes remaining, and removed.
+//! chunks with the bytes remaining, and removed. As etcd does, the
+//! stream ends with the SHA-256 of the db (32 bytes), which etcdctl's
+//! `snapshot save` requires and `snapshot restore` verifies.
 
 use std::io::Read;
+
+use sha2::{Digest, Sha256};
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -46,13 +50,15 @@ pub async fn stream(node: Arc<Node>) -> Result<SnapshotStream, Status> {
         let send = |r| tx.blocking_send(r).is_ok();
         let result = (|| -> std::io::Result<()> {
             let mut f = std::fs::File::open(&path)?;
-            let mut remaining = f.metadata()?.len();
+            let mut remaining = f.metadata()?.len() + 32;
             let mut buf = vec![0u8; CHUNK_BYTES];
+            let mut sha = Sha256::new();
             loop {
                 let n = f.read(&mut buf)?;
                 if n == 0 {
-                    return Ok(());
+                    break;
                 }
+                sha.update(&buf[..n]);
                 remaining = remaining.saturating_sub(n as u64);
                 let resp = SnapshotResponse {
                     header: Some(header),
@@ -63,6 +69,12 @@ pub async fn stream(node: Arc<Node>) -> Result<SnapshotStream, Status> {
                     return Ok(());
                 }
             }
+            send(Ok(SnapshotResponse {
+                header: Some(header),
+                remaining_bytes: 0,
+                blob: sha.finalize().to_vec(),
+            }));
+            Ok(())
         })();
         if let Err(e) = result {
             send(Err(errors::unknown(e)));
