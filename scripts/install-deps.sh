@@ -10,6 +10,9 @@ have_cmd() { command -v "$1" >/dev/null 2>&1; }
 # gcc builds LMDB (the heed comparison backend) from source.
 have_cmd cc || need+=(gcc)
 have_cmd make || need+=(make)
+# etcd 3.4 and etcdctl: the reference the server's tests compare against.
+have_cmd etcd || need+=(etcd-server)
+have_cmd etcdctl || need+=(etcd-client)
 
 if [ "${#need[@]}" -gt 0 ]; then
   sudo=""
