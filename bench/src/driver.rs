@@ -32,38 +32,82 @@ pub struct RunOutcome {
     pub events_per_s: Option<f64>,
 }
 
+/// Open-loop tickets queued ahead of the clients at most (a stalled server
+/// backs them up here; the pacer then waits, but every ticket keeps its due
+/// time).
+const TICKETS_QUEUED_MAX: usize = 1 << 20;
+
 /// The clock and budget every client of a run shares.
 struct Schedule {
     start: Instant,
     warmup_end: Instant,
     deadline: Option<Instant>,
     total: Option<u64>,
-    /// Open loop: the gap between two due times, and how many tickets fall
-    /// into the warm-up.
-    interval: Option<Duration>,
-    warmup_tickets: u64,
-    ticket: AtomicU64,
+    /// Open loop: due times from the pacer thread.
+    tickets: Option<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Instant>>>,
     measured_claimed: AtomicU64,
     /// The latest measured completion, ns after `start`.
     last_done_ns: AtomicU64,
     done: Arc<AtomicU64>,
 }
 
+/// Releases open-loop tickets at their due times from a plain thread:
+/// nanosleep wakes within tens of µs, where tokio's timer wheel rounds every
+/// sleep up to the next millisecond, and that rounding would be charged to
+/// the server as latency.
+fn pacer(
+    load: &Load,
+    start: Instant,
+    deadline: Option<Instant>,
+) -> tokio::sync::mpsc::Receiver<Instant> {
+    let rate = load.rate.expect("open loop");
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let warmup_tickets = (rate * load.warmup_s).ceil() as u64;
+    let last = load.total.map(|t| warmup_tickets + t);
+    let queue = ((rate * 10.0) as usize).clamp(1024, TICKETS_QUEUED_MAX);
+    let (tx, rx) = tokio::sync::mpsc::channel(queue);
+    std::thread::Builder::new()
+        .name("ferrobench-pacer".into())
+        .spawn(move || {
+            let mut i = 0u64;
+            loop {
+                if matches!(last, Some(l) if i >= l) {
+                    return;
+                }
+                let due = start + interval.mul_f64(i as f64);
+                if matches!(deadline, Some(d) if due >= d) {
+                    return;
+                }
+                let now = Instant::now();
+                if due > now + Duration::from_micros(20) {
+                    std::thread::sleep(due - now);
+                }
+                if tx.blocking_send(due).is_err() {
+                    return;
+                }
+                i += 1;
+            }
+        })
+        .expect("spawn pacer thread");
+    rx
+}
+
 impl Schedule {
     fn new(load: &Load, done: Arc<AtomicU64>) -> Self {
         let start = Instant::now();
         let warmup_end = start + Duration::from_secs_f64(load.warmup_s);
-        let interval = load.rate.map(|r| Duration::from_secs_f64(1.0 / r));
+        let deadline = load
+            .duration_s
+            .map(|d| warmup_end + Duration::from_secs_f64(d));
+        let tickets = load
+            .rate
+            .map(|_| tokio::sync::Mutex::new(pacer(load, start, deadline)));
         Self {
             start,
             warmup_end,
-            deadline: load
-                .duration_s
-                .map(|d| warmup_end + Duration::from_secs_f64(d)),
+            deadline,
             total: load.total,
-            interval,
-            warmup_tickets: load.rate.map_or(0, |r| (r * load.warmup_s).ceil() as u64),
-            ticket: AtomicU64::new(0),
+            tickets,
             measured_claimed: AtomicU64::new(0),
             last_done_ns: AtomicU64::new(0),
             done,
@@ -72,36 +116,22 @@ impl Schedule {
 
     /// The moment the caller's next request is due, or `None` when the run
     /// is over.
-    fn claim(&self) -> Option<Instant> {
-        match self.interval {
-            Some(interval) => {
-                let i = self.ticket.fetch_add(1, Ordering::Relaxed);
-                if let Some(total) = self.total {
-                    if i >= self.warmup_tickets + total {
-                        return None;
-                    }
-                }
-                let due = self.start + interval.mul_f64(i as f64);
-                match self.deadline {
-                    Some(d) if due >= d => None,
-                    _ => Some(due),
-                }
-            }
-            None => {
-                let now = Instant::now();
-                if matches!(self.deadline, Some(d) if now >= d) {
+    async fn claim(&self) -> Option<Instant> {
+        if let Some(tickets) = &self.tickets {
+            return tickets.lock().await.recv().await;
+        }
+        let now = Instant::now();
+        if matches!(self.deadline, Some(d) if now >= d) {
+            return None;
+        }
+        if now >= self.warmup_end {
+            if let Some(total) = self.total {
+                if self.measured_claimed.fetch_add(1, Ordering::Relaxed) >= total {
                     return None;
                 }
-                if now >= self.warmup_end {
-                    if let Some(total) = self.total {
-                        if self.measured_claimed.fetch_add(1, Ordering::Relaxed) >= total {
-                            return None;
-                        }
-                    }
-                }
-                Some(now)
             }
         }
+        Some(now)
     }
 
     fn measured(&self, due: Instant) -> bool {
@@ -283,11 +313,7 @@ async fn client_loop<C: Client>(
     schedule: Arc<Schedule>,
 ) -> Recorders {
     let mut rec = Recorders::default();
-    while let Some(due) = schedule.claim() {
-        let now = Instant::now();
-        if due > now {
-            tokio::time::sleep_until(due.into()).await;
-        }
+    while let Some(due) = schedule.claim().await {
         let (name, op) = gen.next_op();
         let result = client.execute(op).await;
         let done = Instant::now();

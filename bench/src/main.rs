@@ -18,16 +18,38 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run one workload against etcd v3 endpoints (or the embedded engine).
+    /// Run one workload against etcd v3 endpoints.
     Run(bench::run::RunArgs),
+    /// Run a campaign spec: start systems, run the matrix, write results.
+    Campaign(bench::campaign::CampaignArgs),
+    /// Re-render summary and plots from results JSON, or compare two runs.
+    Report(bench::report::ReportArgs),
+    /// Regression verdict of current results against a baseline (exit 1 on
+    /// regression), or the deterministic callgrind gate.
+    Gate(bench::gate::GateArgs),
+    /// CPU flamegraph (SVG) of a workload, sampled in-process.
+    Profile(bench::profile::ProfileArgs),
+    /// One in-process micro-workload (what the callgrind gate measures).
+    #[command(hide = true)]
+    Micro { name: String },
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    };
     match cli.command {
-        Command::Run(args) => runtime.block_on(bench::run::main(args)),
+        Command::Run(args) => runtime()?.block_on(bench::run::main(args)),
+        Command::Campaign(args) => runtime()?.block_on(bench::campaign::main(args)).map(|_| ()),
+        Command::Report(args) => bench::report::main(args),
+        Command::Gate(args) => {
+            let code = bench::gate::main(args)?;
+            std::process::exit(code);
+        }
+        Command::Profile(args) => runtime()?.block_on(bench::profile::main(args)),
+        Command::Micro { name } => bench::callgrind::run_micro(&name),
     }
 }

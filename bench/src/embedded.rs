@@ -1,0 +1,140 @@
+//! The `embedded` target: engine::mvcc's `Store` in the ferrobench process,
+//! no network, no gRPC, no raft or WAL, to isolate storage from RPC. Writes
+//! are durable at the store's batched backend commits (every 100 ms or
+//! 10 000 writes), not per request: compare it with etcd's backend, not with
+//! etcd's acknowledged-durable puts.
+
+use crate::target::{Client, EventSink, Op, OpError, Target, WatchGuard};
+use engine::mvcc::{self, Store, StoreOptions};
+use std::path::Path;
+use std::sync::Arc;
+
+const LEASE_TTL_S: i64 = 60;
+
+#[derive(Clone)]
+pub struct EmbeddedTarget {
+    pub store: Arc<Store>,
+}
+
+impl EmbeddedTarget {
+    /// Opens (or creates) a store in `dir` with the default options.
+    pub fn open(dir: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let store = Store::open(dir.join("db"), StoreOptions::default())
+            .map_err(|e| anyhow::anyhow!("opening store in {}: {e}", dir.display()))?;
+        Ok(Self {
+            store: Arc::new(store),
+        })
+    }
+
+    pub fn db_size_bytes(&self) -> u64 {
+        self.store.status().map_or(0, |s| s.db_size_bytes)
+    }
+}
+
+fn err(e: mvcc::Error) -> OpError {
+    OpError::new("Internal", e.to_string())
+}
+
+pub struct EmbeddedClient {
+    store: Arc<Store>,
+    lease: Option<i64>,
+}
+
+impl EmbeddedClient {
+    fn range(&self, key: Vec<u8>, range_end: Vec<u8>, limit: i64) -> Result<(), OpError> {
+        let req = mvcc::RangeRequest {
+            key,
+            range_end,
+            limit,
+            ..Default::default()
+        };
+        self.store.range(&req).map_err(err)?;
+        Ok(())
+    }
+
+    fn put(&self, key: Vec<u8>, value: Vec<u8>) -> Result<(), OpError> {
+        self.store.put(key, value).map_err(err)?;
+        Ok(())
+    }
+}
+
+impl Client for EmbeddedClient {
+    async fn execute(&mut self, op: Op) -> Result<(), OpError> {
+        match op {
+            Op::Put { key, value } => self.put(key, value),
+            // In-process reads are member-local: serializable and
+            // linearizable coincide without raft.
+            Op::Range {
+                key,
+                range_end,
+                limit,
+                ..
+            } => self.range(key, range_end, limit),
+            Op::TxnPut { puts } => {
+                let success = puts
+                    .into_iter()
+                    .map(|(key, value)| {
+                        mvcc::RequestOp::Put(mvcc::PutRequest {
+                            key,
+                            value,
+                            ..Default::default()
+                        })
+                    })
+                    .collect();
+                let req = mvcc::TxnRequest {
+                    compare: vec![],
+                    success,
+                    failure: vec![],
+                };
+                self.store.txn(req).map_err(err)?;
+                Ok(())
+            }
+            Op::Delete { key } => {
+                self.store.delete(key).map_err(err)?;
+                Ok(())
+            }
+            Op::ReadModifyWrite { key, value, .. } => {
+                self.range(key.clone(), vec![], 0)?;
+                self.put(key, value)
+            }
+            Op::KeepAlive => {
+                let id = match self.lease {
+                    Some(id) => id,
+                    None => {
+                        let granted = self.store.lease_grant(LEASE_TTL_S, 0).map_err(err)?;
+                        self.lease = Some(granted.id);
+                        granted.id
+                    }
+                };
+                self.store.lease_keep_alive(id).map_err(err)?;
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Target for EmbeddedTarget {
+    type Client = EmbeddedClient;
+
+    fn client(&self, _idx: usize) -> EmbeddedClient {
+        EmbeddedClient {
+            store: self.store.clone(),
+            lease: None,
+        }
+    }
+
+    async fn watch(
+        &self,
+        _idx: usize,
+        _key: Vec<u8>,
+        _range_end: Vec<u8>,
+        _watchers: usize,
+        _sink: EventSink,
+    ) -> Result<WatchGuard, OpError> {
+        Err(OpError::new(
+            "Unimplemented",
+            "the embedded target does not run watch workloads yet",
+        ))
+    }
+}
