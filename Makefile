@@ -2,7 +2,7 @@
 # benchmarks share it) and install missing system packages first.
 CARGO ?= cargo
 
-.PHONY: all deps build test bench crash-soak fmt clippy
+.PHONY: all deps build test bench bench-btree crash-soak fmt clippy
 
 all: build
 
@@ -15,9 +15,16 @@ build: deps
 test: deps
 	$(CARGO) test --release --workspace
 
-# Until ferrobench's campaigns exist, the main job is the storage engine
-# comparison: the own B+tree against redb and LMDB, table in results/btree.md.
+# The main job: build ferrobench, run campaigns/quick.toml (etcd 1-node and
+# 3-node, the embedded engine; about 8 minutes), print the summary and write
+# results/quick/<timestamp>/ (results.json, summary.md, plots, .hgrm, logs).
 bench: deps
+	$(CARGO) build --release -p bench --bin ferrobench
+	./target/release/ferrobench campaign campaigns/quick.toml --out results
+
+# The storage engine comparison: the own B+tree against redb and LMDB,
+# table in results/btree.md.
+bench-btree: deps
 	$(CARGO) bench -p bench --bench btree -- --quick
 	$(CARGO) run --release -p bench --bin btree-table -- target/criterion results/btree.md
 

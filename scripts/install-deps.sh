@@ -13,6 +13,8 @@ have_cmd make || need+=(make)
 # etcd 3.4 and etcdctl: the reference the server's tests compare against.
 have_cmd etcd || need+=(etcd-server)
 have_cmd etcdctl || need+=(etcd-client)
+# valgrind: ferrobench's deterministic gate counts instructions with callgrind.
+have_cmd valgrind || need+=(valgrind)
 
 if [ "${#need[@]}" -gt 0 ]; then
   sudo=""
