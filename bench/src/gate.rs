@@ -111,7 +111,7 @@ pub fn judge(
         .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
             (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
         });
-    let (lo, hi, verdict) = if baseline.len() < 2 || current.len() < 2 || !(bm > 0.0) {
+    let (lo, hi, verdict) = if baseline.len() < 2 || current.len() < 2 || bm.is_nan() || bm <= 0.0 {
         (ratio, ratio, Verdict::Skipped)
     } else {
         let (lo, hi) = bootstrap_ci(baseline, current, seed);

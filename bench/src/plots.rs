@@ -19,6 +19,9 @@ const PALETTE: [RGBColor; 6] = [
 
 type PlotResult = Result<(), Box<dyn std::error::Error>>;
 
+/// Achieved ops/s, p50 ms, p99 ms of one open-loop cell.
+type SweepPoint = (f64, f64, f64);
+
 fn system_colors(results: &Results) -> BTreeMap<String, RGBColor> {
     results
         .systems
@@ -205,7 +208,8 @@ fn spectrum(results: &Results, id: &str, path: &Path) -> PlotResult {
 /// per system and workload/clients group.
 fn rate_sweep(results: &Results, path: &Path) -> PlotResult {
     let colors = system_colors(results);
-    let mut groups: BTreeMap<(String, String), Vec<(f64, f64, f64)>> = BTreeMap::new();
+    // (system, workload/clients) -> [(rate, p50 ms, p99 ms)]
+    let mut groups: BTreeMap<(String, String), Vec<SweepPoint>> = BTreeMap::new();
     for c in results.cells.iter().filter(|c| c.load.rate.is_some()) {
         let f = figures(c);
         let key = (
