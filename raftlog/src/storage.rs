@@ -1,0 +1,349 @@
+//! `raft::Storage` over an in-memory tail of the log.
+//!
+//! The durable copy lives in the [`LogStore`](crate::log_store::LogStore);
+//! this is the part raft reads from: the entries since the last compaction,
+//! the hard state, the latest snapshot's metadata. The driver appends here
+//! *before* the durable write completes, which raft-rs requires of
+//! `advance_append_async` ("the updates can be read by raft from the
+//! Storage"). On restart the tail is rebuilt from the durable records.
+
+use std::collections::VecDeque;
+
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
+use raft::{GetEntriesContext, RaftState, StorageError};
+
+use crate::error::{Error, Result};
+use crate::record::{LogRecord, SnapshotOrigin};
+
+#[derive(Default, Debug)]
+pub struct RaftStorage {
+    hard_state: HardState,
+    /// The configuration raft starts with: the latest snapshot's.
+    conf_state: ConfState,
+    /// The latest snapshot (metadata and descriptor), index 0 when none.
+    snapshot: Snapshot,
+    /// Entries `[first_index, first_index + entries.len())`.
+    entries: VecDeque<Entry>,
+    first_index: u64,
+    /// Term of entry `first_index - 1` (kept after compaction for matching).
+    prev_term: u64,
+}
+
+impl RaftStorage {
+    /// An empty log: first index 1, nothing in it.
+    pub fn new() -> RaftStorage {
+        RaftStorage { first_index: 1, ..Default::default() }
+    }
+
+    /// Rebuilds the tail from durable records in the order they were written.
+    /// A later entry at an existing index replaces it and everything after it
+    /// (a follower's log truncation); a gap is corruption.
+    pub fn recover<'a>(records: impl IntoIterator<Item = &'a LogRecord>) -> Result<RaftStorage> {
+        let mut s = RaftStorage::new();
+        for rec in records {
+            match rec {
+                LogRecord::HardState(hs) => s.hard_state = hs.clone(),
+                LogRecord::Entry(e) => {
+                    if e.index < s.first_index {
+                        // Behind a snapshot written later than it: obsolete.
+                        if e.index <= s.snapshot_index() {
+                            continue;
+                        }
+                        return Err(Error::Recovery(format!("entry {} before first index {}", e.index, s.first_index)));
+                    }
+                    if e.index > s.last_index() + 1 {
+                        return Err(Error::Recovery(format!(
+                            "gap in the log: entry {} follows last index {}",
+                            e.index,
+                            s.last_index()
+                        )));
+                    }
+                    s.append(std::slice::from_ref(e))?;
+                }
+                LogRecord::Snapshot { origin, meta, descriptor } => {
+                    let mut snap = Snapshot::default();
+                    snap.set_metadata(meta.clone());
+                    snap.data = descriptor.clone();
+                    match origin {
+                        SnapshotOrigin::Installed => s.apply_snapshot(snap),
+                        SnapshotOrigin::Taken => {
+                            // Entries after it stay; the ones it covers are dropped now,
+                            // the margin kept at run time is not needed after a restart.
+                            let index = meta.index;
+                            let term = meta.term;
+                            if index > s.last_index() || s.term_of(index) != Some(term) {
+                                return Err(Error::Recovery(format!(
+                                    "snapshot {index}/{term} does not match the log (last index {})",
+                                    s.last_index()
+                                )));
+                            }
+                            s.set_snapshot(snap);
+                            s.compact(index);
+                        }
+                    }
+                }
+            }
+        }
+        if s.hard_state.commit > s.last_index() {
+            return Err(Error::Recovery(format!(
+                "hard state commit {} beyond last index {}",
+                s.hard_state.commit,
+                s.last_index()
+            )));
+        }
+        Ok(s)
+    }
+
+    pub fn hard_state(&self) -> &HardState {
+        &self.hard_state
+    }
+
+    pub fn set_hard_state(&mut self, hs: HardState) {
+        self.hard_state = hs;
+    }
+
+    pub fn conf_state(&self) -> &ConfState {
+        &self.conf_state
+    }
+
+    pub fn latest_snapshot(&self) -> &Snapshot {
+        &self.snapshot
+    }
+
+    pub fn snapshot_index(&self) -> u64 {
+        self.snapshot.get_metadata().index
+    }
+
+    pub fn first(&self) -> u64 {
+        self.first_index
+    }
+
+    pub fn last(&self) -> u64 {
+        self.last_index()
+    }
+
+    fn last_index(&self) -> u64 {
+        self.first_index + self.entries.len() as u64 - 1
+    }
+
+    /// Term of `index` if it is in the tail or is the entry just before it.
+    pub fn term_of(&self, index: u64) -> Option<u64> {
+        if index + 1 == self.first_index {
+            return Some(self.prev_term);
+        }
+        if index < self.first_index || index > self.last_index() {
+            return None;
+        }
+        Some(self.entries[(index - self.first_index) as usize].term)
+    }
+
+    /// Appends entries that may overwrite a suffix (raft's conflict
+    /// resolution already decided they win).
+    pub fn append(&mut self, ents: &[Entry]) -> Result<()> {
+        let Some(first) = ents.first() else { return Ok(()) };
+        debug_assert!(ents.windows(2).all(|w| w[1].index == w[0].index + 1), "entries are contiguous");
+        if first.index < self.first_index {
+            return Err(Error::Recovery(format!(
+                "append at {} overwrites compacted log (first index {})",
+                first.index, self.first_index
+            )));
+        }
+        if first.index > self.last_index() + 1 {
+            return Err(Error::Recovery(format!(
+                "append at {} leaves a gap after {}",
+                first.index,
+                self.last_index()
+            )));
+        }
+        self.entries.truncate((first.index - self.first_index) as usize);
+        self.entries.extend(ents.iter().cloned());
+        Ok(())
+    }
+
+    /// Replaces the whole log with an installed snapshot.
+    pub fn apply_snapshot(&mut self, snap: Snapshot) {
+        let meta = snap.get_metadata();
+        self.entries.clear();
+        self.first_index = meta.index + 1;
+        self.prev_term = meta.term;
+        self.conf_state = meta.get_conf_state().clone();
+        if self.hard_state.term < meta.term {
+            self.hard_state.term = meta.term;
+        }
+        if self.hard_state.commit < meta.index {
+            self.hard_state.commit = meta.index;
+        }
+        self.snapshot = snap;
+    }
+
+    /// Records a snapshot this node took; the log is not touched.
+    pub fn set_snapshot(&mut self, snap: Snapshot) {
+        debug_assert!(snap.get_metadata().index >= self.snapshot_index());
+        self.conf_state = snap.get_metadata().get_conf_state().clone();
+        self.snapshot = snap;
+    }
+
+    /// Drops entries up to and including `index` from memory.
+    pub fn compact(&mut self, index: u64) {
+        if index < self.first_index {
+            return;
+        }
+        let index = index.min(self.last_index());
+        let n = (index + 1 - self.first_index) as usize;
+        self.prev_term = self.entries[n - 1].term;
+        self.entries.drain(..n);
+        self.first_index = index + 1;
+    }
+
+    pub fn entry_count(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+impl raft::Storage for RaftStorage {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        Ok(RaftState::new(self.hard_state.clone(), self.conf_state.clone()))
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        if low < self.first_index {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if high > self.last_index() + 1 {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        let lo = (low - self.first_index) as usize;
+        let hi = (high - self.first_index) as usize;
+        let mut ents: Vec<Entry> = self.entries.range(lo..hi).cloned().collect();
+        raft::util::limit_size(&mut ents, max_size.into());
+        Ok(ents)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        if idx + 1 < self.first_index {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        self.term_of(idx).ok_or(raft::Error::Store(StorageError::Unavailable))
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.first_index)
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.last_index())
+    }
+
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        // Only snapshots the state machine has written (and made durable) are
+        // handed out; a newer one is produced on the apply path's schedule.
+        if self.snapshot_index() == 0 || self.snapshot_index() < request_index {
+            return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
+        }
+        Ok(self.snapshot.clone())
+    }
+}
+
+/// Snapshot metadata for `index`/`term` with configuration `cs`.
+pub fn snapshot_metadata(index: u64, term: u64, cs: ConfState) -> SnapshotMetadata {
+    let mut meta = SnapshotMetadata::default();
+    meta.index = index;
+    meta.term = term;
+    meta.set_conf_state(cs);
+    meta
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft::Storage;
+
+    fn ent(index: u64, term: u64) -> Entry {
+        let mut e = Entry::default();
+        e.index = index;
+        e.term = term;
+        e
+    }
+
+    #[test]
+    fn append_overwrites_suffix_and_rejects_gaps() {
+        let mut s = RaftStorage::new();
+        s.append(&[ent(1, 1), ent(2, 1), ent(3, 1)]).unwrap();
+        s.append(&[ent(2, 2)]).unwrap();
+        assert_eq!(s.last(), 2);
+        assert_eq!(s.term(2).unwrap(), 2);
+        assert!(s.append(&[ent(5, 2)]).is_err());
+        assert_eq!(s.term(0).unwrap(), 0);
+        assert!(s.term(3).is_err());
+    }
+
+    #[test]
+    fn compact_keeps_prev_term() {
+        let mut s = RaftStorage::new();
+        s.append(&(1..=10).map(|i| ent(i, i / 4 + 1)).collect::<Vec<_>>()).unwrap();
+        s.compact(5);
+        assert_eq!(s.first_index().unwrap(), 6);
+        assert_eq!(s.term(5).unwrap(), 2);
+        assert!(matches!(s.term(4), Err(raft::Error::Store(StorageError::Compacted))));
+        assert!(matches!(
+            s.entries(4, 7, None, GetEntriesContext::empty(false)),
+            Err(raft::Error::Store(StorageError::Compacted))
+        ));
+        assert_eq!(s.entries(6, 11, None, GetEntriesContext::empty(false)).unwrap().len(), 5);
+    }
+
+    #[test]
+    fn recover_replays_truncations_and_snapshots() {
+        let mut hs = HardState::default();
+        hs.term = 3;
+        hs.commit = 4;
+        let mut cs = ConfState::default();
+        cs.voters = vec![1, 2, 3];
+        let records = vec![
+            LogRecord::Entry(ent(1, 1)),
+            LogRecord::Entry(ent(2, 1)),
+            LogRecord::Entry(ent(3, 1)),
+            LogRecord::Entry(ent(2, 2)), // truncates 3
+            LogRecord::Entry(ent(3, 2)),
+            LogRecord::Entry(ent(4, 3)),
+            LogRecord::Snapshot {
+                origin: SnapshotOrigin::Taken,
+                meta: snapshot_metadata(2, 2, cs.clone()),
+                descriptor: Default::default(),
+            },
+            LogRecord::HardState(hs.clone()),
+        ];
+        let s = RaftStorage::recover(&records).unwrap();
+        assert_eq!(s.first_index().unwrap(), 3);
+        assert_eq!(s.last(), 4);
+        assert_eq!(s.term(2).unwrap(), 2);
+        assert_eq!(s.initial_state().unwrap().conf_state.voters, vec![1, 2, 3]);
+        assert_eq!(s.snapshot(0, 2).unwrap().get_metadata().index, 2);
+
+        // An installed snapshot replaces stale entries beyond it.
+        let mut more = records.clone();
+        more.push(LogRecord::Snapshot {
+            origin: SnapshotOrigin::Installed,
+            meta: snapshot_metadata(5, 5, cs),
+            descriptor: Default::default(),
+        });
+        let s = RaftStorage::recover(&more).unwrap();
+        assert_eq!((s.first(), s.last()), (6, 5));
+        assert_eq!(s.term(5).unwrap(), 5);
+        assert_eq!(s.hard_state().commit, 5);
+
+        // A gap is corruption.
+        let gap = vec![LogRecord::Entry(ent(1, 1)), LogRecord::Entry(ent(3, 1))];
+        assert!(RaftStorage::recover(&gap).is_err());
+        // A commit beyond the log is corruption.
+        let mut bad = HardState::default();
+        bad.commit = 9;
+        assert!(RaftStorage::recover(&[LogRecord::HardState(bad)]).is_err());
+    }
+}
