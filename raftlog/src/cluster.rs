@@ -76,22 +76,35 @@ impl InitialCluster {
             if let Some(other) = seen_urls.insert(url.to_string(), name.to_string()) {
                 return bad(format!("URL {url} is given to both {other} and {name}"));
             }
-            by_name.entry(name.to_string()).or_default().push(url.to_string());
+            by_name
+                .entry(name.to_string())
+                .or_default()
+                .push(url.to_string());
         }
         if by_name.is_empty() {
             return bad("no members".into());
         }
         let mut members: Vec<Member> = by_name
             .into_iter()
-            .map(|(name, peer_urls)| Member { id: member_id(token, &name), name, peer_urls })
+            .map(|(name, peer_urls)| Member {
+                id: member_id(token, &name),
+                name,
+                peer_urls,
+            })
             .collect();
         members.sort_by_key(|m| m.id);
         for pair in members.windows(2) {
             if pair[0].id == pair[1].id {
-                return bad(format!("members {} and {} hash to the same id", pair[0].name, pair[1].name));
+                return bad(format!(
+                    "members {} and {} hash to the same id",
+                    pair[0].name, pair[1].name
+                ));
             }
         }
-        Ok(InitialCluster { token: token.to_string(), members })
+        Ok(InitialCluster {
+            token: token.to_string(),
+            members,
+        })
     }
 
     pub fn member_by_name(&self, name: &str) -> Option<&Member> {
@@ -116,7 +129,9 @@ fn validate_url(url: &str) -> std::result::Result<(), String> {
         return Err(format!("{url}: expected host:port"));
     };
     if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
-        return Err(format!("{url}: expected host:port with a port in 1..=65535"));
+        return Err(format!(
+            "{url}: expected host:port with a port in 1..=65535"
+        ));
     }
     Ok(())
 }
@@ -168,7 +183,10 @@ mod tests {
             "a=https://h:1",
             "a=http://h:1,b=http://h:1",
         ] {
-            assert!(InitialCluster::parse(spec, "t").is_err(), "{spec:?} accepted");
+            assert!(
+                InitialCluster::parse(spec, "t").is_err(),
+                "{spec:?} accepted"
+            );
         }
         assert!(InitialCluster::parse("a=http://h:1", "").is_err());
     }

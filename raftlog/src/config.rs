@@ -129,7 +129,8 @@ impl Config {
         if self.max_size_per_msg == 0 {
             return fail("max_size_per_msg must be positive");
         }
-        if self.command_bytes_max == 0 || self.command_bytes_max as u64 > self.max_uncommitted_size {
+        if self.command_bytes_max == 0 || self.command_bytes_max as u64 > self.max_uncommitted_size
+        {
             return fail("command_bytes_max must be positive and at most max_uncommitted_size");
         }
         if self.proposal_queue_max == 0 || self.proposal_batch_max == 0 {
@@ -144,7 +145,9 @@ impl Config {
         if self.read_index_retry_ticks == 0 {
             return fail("read_index_retry_ticks must be positive");
         }
-        self.to_raft().validate().map_err(|e| Error::Config(e.to_string()))
+        self.to_raft()
+            .validate()
+            .map_err(|e| Error::Config(e.to_string()))
     }
 
     /// The raft-rs configuration this node runs with.
@@ -162,8 +165,13 @@ impl Config {
             max_uncommitted_size: self.max_uncommitted_size,
             pre_vote: self.pre_vote,
             check_quorum: self.check_quorum,
-            // Many small appends to one follower go out as one message.
-            batch_append: true,
+            // raft-rs 0.7's append batching can merge entries into an empty
+            // MsgAppend whose index does not precede them (its continuity
+            // check passes when the message has no entries), which sends a
+            // follower a malformed append and trips its commit assertion. The
+            // driver batches instead: one MsgPropose carries every proposal
+            // of a loop iteration, so one append per follower carries them.
+            batch_append: false,
             ..raft::Config::default()
         }
     }

@@ -19,7 +19,9 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 use protobuf::Message as _;
-use raft::eraftpb::{ConfChange, ConfChangeV2, ConfState, Entry, EntryType, Message, MessageType, Snapshot};
+use raft::eraftpb::{
+    ConfChange, ConfChangeV2, ConfState, Entry, EntryType, Message, MessageType, Snapshot,
+};
 use raft::{RawNode, SnapshotStatus, StateRole};
 
 use crate::config::Config;
@@ -53,6 +55,13 @@ pub struct Work {
     pub reads_ready: Vec<ReadId>,
     /// The durable log no longer needs what precedes this snapshot index.
     pub release_to: Option<u64>,
+    /// A follower needs a snapshot newer than the latest: take one now
+    /// instead of waiting for the snapshot interval.
+    pub snapshot_wanted: bool,
+    /// Removed members that still send messages: tell them they were
+    /// removed (the leader no longer replicates to them, so they may never
+    /// see the entry that removed them), as etcd's peer transport does.
+    pub tell_removed: Vec<u64>,
 }
 
 impl Work {
@@ -63,6 +72,8 @@ impl Work {
             && self.committed.is_empty()
             && self.reads_ready.is_empty()
             && self.release_to.is_none()
+            && !self.snapshot_wanted
+            && self.tell_removed.is_empty()
     }
 }
 
@@ -115,6 +126,10 @@ pub struct Core {
     /// Configuration after the last applied membership change.
     conf_state: ConfState,
     removed: bool,
+    /// Members removed by changes applied since this start (ids are never
+    /// reused, so a message from one is from a removed node).
+    removed_peers: std::collections::BTreeSet<u64>,
+    tell_removed: Vec<u64>,
 }
 
 fn is_ignorable_step_error(e: &raft::Error) -> bool {
@@ -124,8 +139,14 @@ fn is_ignorable_step_error(e: &raft::Error) -> bool {
 impl Core {
     /// Starts raft over a recovered (or freshly bootstrapped) log. Committed
     /// entries after the latest snapshot are handed out again; the state
-    /// machine skips those it already holds.
-    pub fn new(cfg: &Config, storage: RaftStorage, logger: &slog::Logger) -> Result<Core> {
+    /// machine skips those it already holds. `incarnation` is a random value
+    /// that differs between starts of the node (it numbers ReadIndex rounds).
+    pub fn new(
+        cfg: &Config,
+        storage: RaftStorage,
+        logger: &slog::Logger,
+        incarnation: u64,
+    ) -> Result<Core> {
         cfg.validate()?;
         let conf_state = storage.conf_state().clone();
         let snapshot_index = storage.snapshot_index();
@@ -142,23 +163,34 @@ impl Core {
             outbox: Vec::new(),
             release_to: None,
             sm_applied: snapshot_index,
-            reads: ReadIndexQueue::new(cfg.id, cfg.read_index_retry_ticks, cfg.proposal_queue_max),
+            reads: ReadIndexQueue::new(
+                cfg.id,
+                incarnation,
+                cfg.read_index_retry_ticks,
+                cfg.proposal_queue_max,
+            ),
             reads_ready: Vec::new(),
             conf_state,
             removed: false,
+            removed_peers: Default::default(),
+            tell_removed: Vec::new(),
         })
     }
 
     /// The records a member of a new cluster starts with (etcd's bootstrap):
     /// one committed AddNode entry per initial member, in id order, at term
-    /// 1. Every member writes the same records, so their logs agree, and a
+    /// one. Every member writes the same records, so their logs agree, and a
     /// member added later learns the initial configuration by replaying them.
     pub fn bootstrap_records(members: &[(u64, String)]) -> Vec<LogRecord> {
         let mut members = members.to_vec();
         members.sort();
         let mut records = Vec::with_capacity(members.len() + 1);
         for (i, (id, url)) in members.iter().enumerate() {
-            let cc = MembershipChange::AddVoter { id: *id, peer_url: url.clone() }.to_conf_change();
+            let cc = MembershipChange::AddVoter {
+                id: *id,
+                peer_url: url.clone(),
+            }
+            .to_conf_change();
             let mut e = Entry::default();
             e.set_entry_type(EntryType::EntryConfChange);
             e.term = 1;
@@ -227,7 +259,17 @@ impl Core {
     /// A message from a peer.
     pub fn step(&mut self, msg: Message) {
         if msg.to != self.id {
-            tracing::debug!(id = self.id, to = msg.to, "dropping message addressed to another node");
+            tracing::debug!(
+                id = self.id,
+                to = msg.to,
+                "dropping message addressed to another node"
+            );
+            return;
+        }
+        if self.removed_peers.contains(&msg.from) {
+            if !self.tell_removed.contains(&msg.from) {
+                self.tell_removed.push(msg.from);
+            }
             return;
         }
         if let Err(e) = self.raw.step(msg) {
@@ -240,18 +282,46 @@ impl Core {
     /// Proposes a command. Followers forward to the leader; with no known
     /// leader the proposal is refused so the caller can retry elsewhere.
     pub fn propose(&mut self, id: ProposalId, data: Bytes) -> Result<()> {
+        self.propose_batch(vec![(id, data)])
+    }
+
+    /// Proposes many commands as one raft message: they are appended
+    /// together, leave in one append per follower and one durable write.
+    /// All or none are accepted.
+    pub fn propose_batch(&mut self, batch: Vec<(ProposalId, Bytes)>) -> Result<()> {
         if self.removed {
             return Err(Error::Removed);
         }
-        if data.is_empty() {
-            return Err(Error::ProposalDropped("empty commands are reserved for leader no-ops".into()));
+        let mut entries = Vec::with_capacity(batch.len());
+        for (id, data) in batch {
+            if data.is_empty() {
+                return Err(Error::ProposalDropped(
+                    "empty commands are reserved for leader no-ops".into(),
+                ));
+            }
+            if data.len() > self.command_bytes_max {
+                return Err(Error::CommandTooLarge {
+                    bytes: data.len(),
+                    limit: self.command_bytes_max,
+                });
+            }
+            let mut e = Entry::default();
+            e.data = data;
+            e.context = id.encode();
+            entries.push(e);
         }
-        if data.len() > self.command_bytes_max {
-            return Err(Error::CommandTooLarge { bytes: data.len(), limit: self.command_bytes_max });
+        if entries.is_empty() {
+            return Ok(());
         }
-        match self.raw.propose(id.encode().to_vec(), data.to_vec()) {
+        let mut m = Message::default();
+        m.set_msg_type(MessageType::MsgPropose);
+        m.from = self.id;
+        m.set_entries(entries.into());
+        match self.raw.step(m) {
             Ok(()) => Ok(()),
-            Err(raft::Error::ProposalDropped) => Err(Error::NotLeader { leader: self.leader_id() }),
+            Err(raft::Error::ProposalDropped) => Err(Error::NotLeader {
+                leader: self.leader_id(),
+            }),
             Err(e) => Err(e.into()),
         }
     }
@@ -263,15 +333,24 @@ impl Core {
             return Err(Error::Removed);
         }
         if !self.is_leader() {
-            return Err(Error::NotLeader { leader: self.leader_id() });
+            return Err(Error::NotLeader {
+                leader: self.leader_id(),
+            });
         }
         if self.raw.raft.has_pending_conf() {
-            return Err(Error::Membership("a previous membership change is not applied yet".into()));
+            return Err(Error::Membership(
+                "a previous membership change is not applied yet".into(),
+            ));
         }
         self.validate_membership(change)?;
-        match self.raw.propose_conf_change(id.encode().to_vec(), change.to_conf_change()) {
+        match self
+            .raw
+            .propose_conf_change(id.encode().to_vec(), change.to_conf_change())
+        {
             Ok(()) => Ok(()),
-            Err(raft::Error::ProposalDropped) => Err(Error::NotLeader { leader: self.leader_id() }),
+            Err(raft::Error::ProposalDropped) => Err(Error::NotLeader {
+                leader: self.leader_id(),
+            }),
             Err(e) => Err(e.into()),
         }
     }
@@ -286,11 +365,17 @@ impl Core {
             return reject("node id 0 is invalid".into());
         }
         match change {
-            MembershipChange::AddVoter { .. } | MembershipChange::AddLearner { .. } if voter || learner => {
+            MembershipChange::AddVoter { .. } | MembershipChange::AddLearner { .. }
+                if voter || learner =>
+            {
                 reject(format!("{id:x} is already a member"))
             }
-            MembershipChange::PromoteLearner { .. } if !learner => reject(format!("{id:x} is not a learner")),
-            MembershipChange::Remove { .. } if !voter && !learner => reject(format!("{id:x} is not a member")),
+            MembershipChange::PromoteLearner { .. } if !learner => {
+                reject(format!("{id:x} is not a learner"))
+            }
+            MembershipChange::Remove { .. } if !voter && !learner => {
+                reject(format!("{id:x} is not a member"))
+            }
             MembershipChange::Remove { .. } if id == self.id => {
                 reject("the leader cannot remove itself; transfer leadership first".into())
             }
@@ -307,7 +392,9 @@ impl Core {
             return Err(Error::Membership(format!("{to:x} is not a voter")));
         }
         if !self.is_leader() {
-            return Err(Error::NotLeader { leader: self.leader_id() });
+            return Err(Error::NotLeader {
+                leader: self.leader_id(),
+            });
         }
         self.raw.transfer_leader(to);
         Ok(())
@@ -323,12 +410,27 @@ impl Core {
         self.reads.push(id)
     }
 
+    /// A member told this node it was removed from the cluster.
+    pub fn on_removed_notice(&mut self, from: u64) {
+        if self.conf_state.voters.contains(&from)
+            || self.conf_state.learners.contains(&from)
+            || self.conf_state.voters.is_empty()
+        {
+            tracing::warn!(id = self.id, from, "removed from the cluster; stopping");
+            self.removed = true;
+        }
+    }
+
     pub fn report_unreachable(&mut self, to: u64) {
         self.raw.report_unreachable(to);
     }
 
     pub fn report_snapshot(&mut self, to: u64, delivered: bool) {
-        let status = if delivered { SnapshotStatus::Finish } else { SnapshotStatus::Failure };
+        let status = if delivered {
+            SnapshotStatus::Finish
+        } else {
+            SnapshotStatus::Failure
+        };
         self.raw.report_snapshot(to, status);
     }
 
@@ -402,14 +504,24 @@ impl Core {
         self.raw.mut_store().set_snapshot(snap.clone());
         self.raw.mut_store().compact(compact_to);
         let records = vec![
-            LogRecord::Snapshot { origin: SnapshotOrigin::Taken, meta: snap.get_metadata().clone(), descriptor: snap.data },
+            LogRecord::Snapshot {
+                origin: SnapshotOrigin::Taken,
+                meta: snap.get_metadata().clone(),
+                descriptor: snap.data,
+            },
             // The latest hard state is written again after the marker so that
             // releasing older records never loses it.
             LogRecord::HardState(hard_state),
         ];
         self.persist_seq += 1;
         let seq = self.persist_seq;
-        self.unpersisted.push_back(Unpersisted { seq, ready: None, messages: Vec::new(), release_to: Some(index), done: false });
+        self.unpersisted.push_back(Unpersisted {
+            seq,
+            ready: None,
+            messages: Vec::new(),
+            release_to: Some(index),
+            done: false,
+        });
         self.persist_out.push(PersistBatch { seq, records });
         Ok(())
     }
@@ -428,6 +540,8 @@ impl Core {
         work.persist.append(&mut self.persist_out);
         work.reads_ready.append(&mut self.reads_ready);
         work.release_to = self.release_to.take();
+        work.snapshot_wanted = self.raw.store().take_snapshot_wanted();
+        work.tell_removed.append(&mut self.tell_removed);
         Ok(if work.is_empty() { None } else { Some(work) })
     }
 
@@ -474,7 +588,13 @@ impl Core {
         self.persist_seq += 1;
         let seq = self.persist_seq;
         let io = !records.is_empty();
-        self.unpersisted.push_back(Unpersisted { seq, ready: Some(number), messages: after_persist, release_to: None, done: !io });
+        self.unpersisted.push_back(Unpersisted {
+            seq,
+            ready: Some(number),
+            messages: after_persist,
+            release_to: None,
+            done: !io,
+        });
         if io {
             work.persist.push(PersistBatch { seq, records });
         }
@@ -502,7 +622,12 @@ impl Core {
                     Payload::Empty
                 }
             };
-            out.push(Committed { index: e.index, term: e.term, proposal, payload });
+            out.push(Committed {
+                index: e.index,
+                term: e.term,
+                proposal,
+                payload,
+            });
         }
         Ok(())
     }
@@ -511,10 +636,17 @@ impl Core {
         match self.raw.apply_conf_change(cc) {
             Ok(cs) => {
                 self.conf_state = cs.clone();
-                if matches!(change, MembershipChange::Remove { id } if id == self.id) {
-                    self.removed = true;
+                if let MembershipChange::Remove { id } = change {
+                    if id == self.id {
+                        self.removed = true;
+                    } else {
+                        self.removed_peers.insert(id);
+                    }
                 }
-                Payload::Membership { change, conf_state: cs }
+                Payload::Membership {
+                    change,
+                    conf_state: cs,
+                }
             }
             Err(err) => {
                 // A committed change raft refuses (it would break an

@@ -24,16 +24,24 @@
 //! - [`kv`]: a small KV state machine for tests and benchmarks
 //! - [`linearizability`]: a WGL/Porcupine-style checker for KV histories
 
+// raft's protobuf messages are built field by field from `default()`, the way
+// their generated API is meant to be used.
+#![allow(clippy::field_reassign_with_default)]
+
 pub mod cluster;
 pub mod config;
 pub mod core;
 pub mod error;
+pub mod kv;
+pub mod linearizability;
 pub mod log_bridge;
 pub mod read_index;
 pub mod record;
+pub mod sim;
 pub mod snapshot;
 pub mod state_machine;
 pub mod storage;
+pub mod transport;
 
 pub use crate::config::Config;
 pub use crate::error::{Error, Result};

@@ -28,7 +28,9 @@ impl Drain for TracingDrain {
 
     fn log(&self, record: &Record<'_>, values: &OwnedKVList) -> Result<(), slog::Never> {
         let enabled = match record.level() {
-            slog::Level::Critical | slog::Level::Error => tracing::enabled!(target: "raft", tracing::Level::ERROR),
+            slog::Level::Critical | slog::Level::Error => {
+                tracing::enabled!(target: "raft", tracing::Level::ERROR)
+            }
             slog::Level::Warning => tracing::enabled!(target: "raft", tracing::Level::WARN),
             slog::Level::Info => tracing::enabled!(target: "raft", tracing::Level::INFO),
             slog::Level::Debug => tracing::enabled!(target: "raft", tracing::Level::DEBUG),
@@ -42,7 +44,9 @@ impl Drain for TracingDrain {
         let _ = values.serialize(record, &mut kv);
         let msg = record.msg();
         match record.level() {
-            slog::Level::Critical | slog::Level::Error => tracing::error!(target: "raft", "{msg}{}", kv.0),
+            slog::Level::Critical | slog::Level::Error => {
+                tracing::error!(target: "raft", "{msg}{}", kv.0)
+            }
             slog::Level::Warning => tracing::warn!(target: "raft", "{msg}{}", kv.0),
             slog::Level::Info => tracing::info!(target: "raft", "{msg}{}", kv.0),
             slog::Level::Debug => tracing::debug!(target: "raft", "{msg}{}", kv.0),

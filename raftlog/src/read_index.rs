@@ -34,10 +34,18 @@ pub struct ReadIndexQueue {
 }
 
 impl ReadIndexQueue {
-    pub fn new(node: u64, retry_ticks: usize, reads_max: usize) -> ReadIndexQueue {
+    /// `first_round` must differ between starts of a node (a random value):
+    /// a leader may answer a round of the node's previous life after it
+    /// restarted, and that answer must not be taken for the new round.
+    pub fn new(
+        node: u64,
+        first_round: u64,
+        retry_ticks: usize,
+        reads_max: usize,
+    ) -> ReadIndexQueue {
         ReadIndexQueue {
             node,
-            next_round: 1,
+            next_round: first_round,
             retry_ticks,
             queued: Vec::new(),
             in_flight: None,
@@ -68,16 +76,24 @@ impl ReadIndexQueue {
         let mut ctx = Vec::with_capacity(16);
         ctx.extend_from_slice(&self.node.to_le_bytes());
         ctx.extend_from_slice(&self.next_round.to_le_bytes());
-        self.next_round += 1;
+        self.next_round = self.next_round.wrapping_add(1);
         let ctx = Bytes::from(ctx);
-        self.in_flight = Some(Round { ctx: ctx.clone(), reads: std::mem::take(&mut self.queued), age_ticks: 0 });
+        self.in_flight = Some(Round {
+            ctx: ctx.clone(),
+            reads: std::mem::take(&mut self.queued),
+            age_ticks: 0,
+        });
         Some(ctx)
     }
 
     /// The leader confirmed `index` for the round `ctx`. Stale contexts (of
     /// rounds given up on) are ignored.
     pub fn on_read_state(&mut self, ctx: &[u8], index: u64) {
-        if self.in_flight.as_ref().is_some_and(|r| r.ctx.as_ref() == ctx) {
+        if self
+            .in_flight
+            .as_ref()
+            .is_some_and(|r| r.ctx.as_ref() == ctx)
+        {
             let round = self.in_flight.take().unwrap();
             self.waiting.push_back((index, round.reads));
         }
@@ -123,7 +139,7 @@ mod tests {
 
     #[test]
     fn batches_rounds_and_releases_by_applied_index() {
-        let mut q = ReadIndexQueue::new(1, 3, 100);
+        let mut q = ReadIndexQueue::new(1, 1, 3, 100);
         assert!(q.start_round().is_none());
         q.push(1);
         q.push(2);
@@ -146,7 +162,7 @@ mod tests {
 
     #[test]
     fn unanswered_round_is_retried_and_stale_answer_ignored() {
-        let mut q = ReadIndexQueue::new(1, 2, 100);
+        let mut q = ReadIndexQueue::new(1, 1, 2, 100);
         q.push(7);
         let old = q.start_round().unwrap();
         q.tick();
@@ -164,7 +180,7 @@ mod tests {
 
     #[test]
     fn bounded() {
-        let mut q = ReadIndexQueue::new(1, 2, 2);
+        let mut q = ReadIndexQueue::new(1, 1, 2, 2);
         assert!(q.push(1));
         assert!(q.push(2));
         assert!(!q.push(3));

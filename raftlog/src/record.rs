@@ -33,7 +33,11 @@ pub enum SnapshotOrigin {
 pub enum LogRecord {
     Entry(Entry),
     HardState(HardState),
-    Snapshot { origin: SnapshotOrigin, meta: SnapshotMetadata, descriptor: Bytes },
+    Snapshot {
+        origin: SnapshotOrigin,
+        meta: SnapshotMetadata,
+        descriptor: Bytes,
+    },
 }
 
 impl LogRecord {
@@ -59,9 +63,14 @@ impl LogRecord {
         match self {
             LogRecord::Entry(e) => 8 + 8 + 1 + 4 + e.context.len() + 4 + e.data.len(),
             LogRecord::HardState(_) => 24,
-            LogRecord::Snapshot { meta, descriptor, .. } => {
+            LogRecord::Snapshot {
+                meta, descriptor, ..
+            } => {
                 let cs = meta.get_conf_state();
-                let ids = cs.voters.len() + cs.learners.len() + cs.voters_outgoing.len() + cs.learners_next.len();
+                let ids = cs.voters.len()
+                    + cs.learners.len()
+                    + cs.voters_outgoing.len()
+                    + cs.learners_next.len();
                 1 + 8 + 8 + 4 * 4 + 8 * ids + 1 + 4 + descriptor.len()
             }
         }
@@ -83,7 +92,11 @@ impl LogRecord {
                 put_u64(out, hs.vote);
                 put_u64(out, hs.commit);
             }
-            LogRecord::Snapshot { origin, meta, descriptor } => {
+            LogRecord::Snapshot {
+                origin,
+                meta,
+                descriptor,
+            } => {
                 out.push(match origin {
                     SnapshotOrigin::Taken => 0,
                     SnapshotOrigin::Installed => 1,
@@ -106,7 +119,10 @@ impl LogRecord {
     /// Decodes a payload of type `kind`. Every length is checked; trailing
     /// bytes are an error, not ignored.
     pub fn decode(kind: u8, payload: &[u8]) -> Result<LogRecord> {
-        let mut r = Reader { buf: payload, pos: 0 };
+        let mut r = Reader {
+            buf: payload,
+            pos: 0,
+        };
         let rec = match kind {
             RECORD_ENTRY => {
                 let mut e = Entry::default();
@@ -135,9 +151,18 @@ impl LogRecord {
                 meta.term = r.u64()?;
                 meta.set_conf_state(decode_conf_state(&mut r)?);
                 let descriptor = Bytes::copy_from_slice(r.bytes()?);
-                LogRecord::Snapshot { origin, meta, descriptor }
+                LogRecord::Snapshot {
+                    origin,
+                    meta,
+                    descriptor,
+                }
             }
-            other => return Err(Error::CorruptRecord { index: 0, reason: format!("unknown record type {other}") }),
+            other => {
+                return Err(Error::CorruptRecord {
+                    index: 0,
+                    reason: format!("unknown record type {other}"),
+                })
+            }
         };
         if r.pos != payload.len() {
             return Err(r.err(format!("{} trailing bytes", payload.len() - r.pos)));
@@ -147,7 +172,12 @@ impl LogRecord {
 }
 
 pub fn encode_conf_state(cs: &ConfState, out: &mut Vec<u8>) {
-    for ids in [&cs.voters, &cs.learners, &cs.voters_outgoing, &cs.learners_next] {
+    for ids in [
+        &cs.voters,
+        &cs.learners,
+        &cs.voters_outgoing,
+        &cs.learners_next,
+    ] {
         put_u32(out, ids.len() as u32);
         for id in ids.iter() {
             put_u64(out, *id);
@@ -192,7 +222,12 @@ fn entry_type_from_byte(b: u8) -> Result<EntryType> {
         0 => EntryType::EntryNormal,
         1 => EntryType::EntryConfChange,
         2 => EntryType::EntryConfChangeV2,
-        _ => return Err(Error::CorruptRecord { index: 0, reason: format!("entry type byte {b}") }),
+        _ => {
+            return Err(Error::CorruptRecord {
+                index: 0,
+                reason: format!("entry type byte {b}"),
+            })
+        }
     })
 }
 
@@ -205,7 +240,10 @@ fn put_u64(out: &mut Vec<u8>, v: u64) {
 }
 
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
-    put_u32(out, u32::try_from(b.len()).expect("raft entries are bounded far below 4 GiB"));
+    put_u32(
+        out,
+        u32::try_from(b.len()).expect("raft entries are bounded far below 4 GiB"),
+    );
     out.extend_from_slice(b);
 }
 
@@ -216,7 +254,10 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn err(&self, reason: String) -> Error {
-        Error::CorruptRecord { index: 0, reason: format!("{reason} at payload offset {}", self.pos) }
+        Error::CorruptRecord {
+            index: 0,
+            reason: format!("{reason} at payload offset {}", self.pos),
+        }
     }
 
     fn remaining(&self) -> usize {
@@ -225,7 +266,10 @@ impl<'a> Reader<'a> {
 
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         if self.remaining() < n {
-            return Err(self.err(format!("truncated: need {n} bytes, {} left", self.remaining())));
+            return Err(self.err(format!(
+                "truncated: need {n} bytes, {} left",
+                self.remaining()
+            )));
         }
         let s = &self.buf[self.pos..self.pos + n];
         self.pos += n;
@@ -276,7 +320,11 @@ mod tests {
             LogRecord::Entry(e),
             LogRecord::Entry(Entry::default()),
             LogRecord::HardState(hs),
-            LogRecord::Snapshot { origin: SnapshotOrigin::Installed, meta, descriptor: Bytes::from_static(b"d") },
+            LogRecord::Snapshot {
+                origin: SnapshotOrigin::Installed,
+                meta,
+                descriptor: Bytes::from_static(b"d"),
+            },
         ]
     }
 
@@ -294,7 +342,10 @@ mod tests {
         for rec in samples() {
             let bytes = rec.to_bytes();
             for cut in 0..bytes.len() {
-                assert!(LogRecord::decode(rec.kind(), &bytes[..cut]).is_err(), "cut at {cut} accepted");
+                assert!(
+                    LogRecord::decode(rec.kind(), &bytes[..cut]).is_err(),
+                    "cut at {cut} accepted"
+                );
             }
             let mut longer = bytes.clone();
             longer.push(0);

@@ -72,7 +72,10 @@ pub struct SnapDir {
 }
 
 fn snap_err(path: &Path, reason: impl Into<String>) -> Error {
-    Error::Snapshot { path: path.to_path_buf(), reason: reason.into() }
+    Error::Snapshot {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
 }
 
 impl SnapDir {
@@ -107,8 +110,16 @@ impl SnapDir {
     ) -> Result<Snapshot> {
         let path = self.path_of(meta.index, meta.term);
         let tmp = path.with_extension("tmp");
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&tmp)?;
-        let mut w = CountingWriter { inner: BufWriter::with_capacity(1 << 20, file), len: 0 };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        let mut w = CountingWriter {
+            inner: BufWriter::with_capacity(1 << 20, file),
+            len: 0,
+        };
         let mut header = Vec::with_capacity(64);
         header.extend_from_slice(MAGIC);
         header.extend_from_slice(&meta.index.to_le_bytes());
@@ -128,7 +139,10 @@ impl SnapDir {
         // The CRC is computed over the final bytes in a second sequential
         // pass, cheap next to the fsync, so the patched length is covered.
         file.seek(SeekFrom::Start(0))?;
-        let crc = crc_of_reader(&mut BufReader::with_capacity(1 << 20, &mut file), len_pos + 8 + payload_len)?;
+        let crc = crc_of_reader(
+            &mut BufReader::with_capacity(1 << 20, &mut file),
+            len_pos + 8 + payload_len,
+        )?;
         file.seek(SeekFrom::End(0))?;
         file.write_all(&crc.to_le_bytes())?;
         file.sync_all()?;
@@ -148,7 +162,10 @@ impl SnapDir {
         let mut f = File::open(path)?;
         let file_len = f.metadata()?.len();
         if file_len < 8 + 16 + 17 + 8 + 4 {
-            return Err(snap_err(path, format!("file of {file_len} bytes is too short")));
+            return Err(snap_err(
+                path,
+                format!("file of {file_len} bytes is too short"),
+            ));
         }
         let crc = crc_of_reader(&mut BufReader::with_capacity(1 << 20, &mut f), file_len - 4)?;
         let mut trailer = [0u8; 4];
@@ -175,7 +192,9 @@ impl SnapDir {
             if n > file_len / 8 {
                 return Err(snap_err(path, format!("conf state list of {n} ids")));
             }
-            let ids: Vec<u64> = (0..n).map(|_| read_u64(&mut r)).collect::<io::Result<_>>()?;
+            let ids: Vec<u64> = (0..n)
+                .map(|_| read_u64(&mut r))
+                .collect::<io::Result<_>>()?;
             pos += 8 * n;
             match i {
                 0 => cs.voters = ids,
@@ -192,7 +211,10 @@ impl SnapDir {
         let payload_len = read_u64(&mut r)?;
         pos += 8;
         if pos + payload_len + 4 != file_len {
-            return Err(snap_err(path, format!("payload length {payload_len} does not fit file of {file_len}")));
+            return Err(snap_err(
+                path,
+                format!("payload length {payload_len} does not fit file of {file_len}"),
+            ));
         }
         Ok((meta, pos, payload_len, Descriptor { file_len, crc }))
     }
@@ -229,10 +251,17 @@ impl SnapDir {
         let mut out = Vec::new();
         for ent in fs::read_dir(&self.dir)? {
             let path = ent?.path();
-            let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
-            let Some(stem) = name.strip_suffix(".snap") else { continue };
-            let Some((t, i)) = stem.split_once('-') else { continue };
-            if let (Ok(term), Ok(index)) = (u64::from_str_radix(t, 16), u64::from_str_radix(i, 16)) {
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            let Some(stem) = name.strip_suffix(".snap") else {
+                continue;
+            };
+            let Some((t, i)) = stem.split_once('-') else {
+                continue;
+            };
+            if let (Ok(term), Ok(index)) = (u64::from_str_radix(t, 16), u64::from_str_radix(i, 16))
+            {
                 out.push((index, term, path));
             }
         }
@@ -254,10 +283,21 @@ impl SnapDir {
     pub fn receive(&self, snap: &Snapshot) -> Result<SnapReceiver> {
         let meta = snap.get_metadata();
         let path = self.path_of(meta.index, meta.term);
-        let desc = Descriptor::decode(&snap.data).ok_or_else(|| snap_err(&path, "bad descriptor in message"))?;
+        let desc = Descriptor::decode(&snap.data)
+            .ok_or_else(|| snap_err(&path, "bad descriptor in message"))?;
         let tmp = path.with_extension("tmp");
-        let file = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
-        Ok(SnapReceiver { w: BufWriter::with_capacity(1 << 20, file), len: 0, desc, tmp, path })
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        Ok(SnapReceiver {
+            w: BufWriter::with_capacity(1 << 20, file),
+            len: 0,
+            desc,
+            tmp,
+            path,
+        })
     }
 }
 
@@ -282,7 +322,10 @@ impl SnapReceiver {
 
     pub fn write_chunk(&mut self, chunk: &[u8]) -> Result<()> {
         if self.len + chunk.len() as u64 > self.desc.file_len {
-            return Err(snap_err(&self.path, "stream longer than the descriptor says"));
+            return Err(snap_err(
+                &self.path,
+                "stream longer than the descriptor says",
+            ));
         }
         self.w.write_all(chunk)?;
         self.len += chunk.len() as u64;
@@ -292,14 +335,23 @@ impl SnapReceiver {
     /// Verifies length and checksum, makes the file durable and visible.
     pub fn finish(self, dir: &SnapDir) -> Result<PathBuf> {
         if self.len != self.desc.file_len {
-            return Err(snap_err(&self.path, format!("stream ended at {} of {} bytes", self.len, self.desc.file_len)));
+            return Err(snap_err(
+                &self.path,
+                format!(
+                    "stream ended at {} of {} bytes",
+                    self.len, self.desc.file_len
+                ),
+            ));
         }
         let file = self.w.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
         drop(file);
         let (_, _, _, desc) = dir.verify(&self.tmp)?;
         if desc != self.desc {
-            return Err(snap_err(&self.path, "received file does not match its descriptor"));
+            return Err(snap_err(
+                &self.path,
+                "received file does not match its descriptor",
+            ));
         }
         fs::rename(&self.tmp, &self.path)?;
         sync_dir(&dir.dir)?;

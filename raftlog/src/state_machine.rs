@@ -68,9 +68,8 @@ impl MembershipChange {
     /// The peer URL a new member listens on, if this change introduces one.
     pub fn peer_url(&self) -> Option<&str> {
         match self {
-            MembershipChange::AddVoter { peer_url, .. } | MembershipChange::AddLearner { peer_url, .. } => {
-                Some(peer_url)
-            }
+            MembershipChange::AddVoter { peer_url, .. }
+            | MembershipChange::AddLearner { peer_url, .. } => Some(peer_url),
             _ => None,
         }
     }
@@ -97,7 +96,9 @@ impl MembershipChange {
         let id = cc.node_id;
         let url = String::from_utf8_lossy(&cc.context).into_owned();
         match cc.get_change_type() {
-            ConfChangeType::AddNode if cc.context.is_empty() => MembershipChange::PromoteLearner { id },
+            ConfChangeType::AddNode if cc.context.is_empty() => {
+                MembershipChange::PromoteLearner { id }
+            }
             ConfChangeType::AddNode => MembershipChange::AddVoter { id, peer_url: url },
             ConfChangeType::AddLearnerNode => MembershipChange::AddLearner { id, peer_url: url },
             ConfChangeType::RemoveNode => MembershipChange::Remove { id },
@@ -113,7 +114,10 @@ pub enum Payload {
     /// The empty entry a new leader appends to commit its term.
     Empty,
     /// A membership change and the configuration in force after it.
-    Membership { change: MembershipChange, conf_state: ConfState },
+    Membership {
+        change: MembershipChange,
+        conf_state: ConfState,
+    },
 }
 
 /// One committed entry, handed to the state machine in log order.
@@ -158,7 +162,10 @@ mod tests {
 
     #[test]
     fn proposal_id_round_trips() {
-        let id = ProposalId { node: 7, seq: u64::MAX - 3 };
+        let id = ProposalId {
+            node: 7,
+            seq: u64::MAX - 3,
+        };
         assert_eq!(ProposalId::decode(&id.encode()), Some(id));
         assert_eq!(ProposalId::decode(b"short"), None);
     }
@@ -166,8 +173,14 @@ mod tests {
     #[test]
     fn membership_change_round_trips_through_conf_change() {
         for ch in [
-            MembershipChange::AddVoter { id: 4, peer_url: "http://127.0.0.1:1".into() },
-            MembershipChange::AddLearner { id: 5, peer_url: "http://127.0.0.1:2".into() },
+            MembershipChange::AddVoter {
+                id: 4,
+                peer_url: "http://127.0.0.1:1".into(),
+            },
+            MembershipChange::AddLearner {
+                id: 5,
+                peer_url: "http://127.0.0.1:2".into(),
+            },
             MembershipChange::PromoteLearner { id: 5 },
             MembershipChange::Remove { id: 2 },
         ] {

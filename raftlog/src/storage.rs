@@ -27,62 +27,79 @@ pub struct RaftStorage {
     first_index: u64,
     /// Term of entry `first_index - 1` (kept after compaction for matching).
     prev_term: u64,
+    /// Set when raft asked for a snapshot the latest one cannot serve (too
+    /// old, or it predates the configuration that added the receiver); the
+    /// driver asks the state machine for a fresh one.
+    snapshot_wanted: std::cell::Cell<bool>,
 }
 
 impl RaftStorage {
     /// An empty log: first index 1, nothing in it.
     pub fn new() -> RaftStorage {
-        RaftStorage { first_index: 1, ..Default::default() }
+        RaftStorage {
+            first_index: 1,
+            ..Default::default()
+        }
     }
 
     /// Rebuilds the tail from durable records in the order they were written.
-    /// A later entry at an existing index replaces it and everything after it
-    /// (a follower's log truncation); a gap is corruption.
-    pub fn recover<'a>(records: impl IntoIterator<Item = &'a LogRecord>) -> Result<RaftStorage> {
+    ///
+    /// The latest snapshot marker is the base. Before a `Taken` marker the
+    /// durable log may hold entries beyond its index (written before the
+    /// snapshot was taken) and, after a release, nothing at or below it; so
+    /// the entries beyond the marker's index are replayed on top of the base
+    /// in file order, wherever they sit. An `Installed` marker replaced the
+    /// whole log, so only hard states survive from before it.
+    ///
+    /// A later entry at an existing index replaces it and everything after
+    /// it (a follower's truncation); a gap is corruption.
+    pub fn recover(records: &[LogRecord]) -> Result<RaftStorage> {
         let mut s = RaftStorage::new();
-        for rec in records {
-            match rec {
-                LogRecord::HardState(hs) => s.hard_state = hs.clone(),
-                LogRecord::Entry(e) => {
-                    if e.index < s.first_index {
-                        // Behind a snapshot written later than it: obsolete.
-                        if e.index <= s.snapshot_index() {
-                            continue;
-                        }
-                        return Err(Error::Recovery(format!("entry {} before first index {}", e.index, s.first_index)));
+        let base = records
+            .iter()
+            .rposition(|r| matches!(r, LogRecord::Snapshot { .. }));
+        let mut start = 0;
+        if let Some(p) = base {
+            let LogRecord::Snapshot {
+                origin,
+                meta,
+                descriptor,
+            } = &records[p]
+            else {
+                unreachable!()
+            };
+            let mut snap = Snapshot::default();
+            snap.set_metadata(meta.clone());
+            snap.data = descriptor.clone();
+            s.apply_snapshot(snap);
+            s.hard_state = HardState::default();
+            for rec in &records[..p] {
+                match rec {
+                    LogRecord::HardState(hs) => s.hard_state = hs.clone(),
+                    LogRecord::Entry(e)
+                        if *origin == SnapshotOrigin::Taken && e.index > meta.index =>
+                    {
+                        s.replay_entry(e)?
                     }
-                    if e.index > s.last_index() + 1 {
-                        return Err(Error::Recovery(format!(
-                            "gap in the log: entry {} follows last index {}",
-                            e.index,
-                            s.last_index()
-                        )));
-                    }
-                    s.append(std::slice::from_ref(e))?;
-                }
-                LogRecord::Snapshot { origin, meta, descriptor } => {
-                    let mut snap = Snapshot::default();
-                    snap.set_metadata(meta.clone());
-                    snap.data = descriptor.clone();
-                    match origin {
-                        SnapshotOrigin::Installed => s.apply_snapshot(snap),
-                        SnapshotOrigin::Taken => {
-                            // Entries after it stay; the ones it covers are dropped now,
-                            // the margin kept at run time is not needed after a restart.
-                            let index = meta.index;
-                            let term = meta.term;
-                            if index > s.last_index() || s.term_of(index) != Some(term) {
-                                return Err(Error::Recovery(format!(
-                                    "snapshot {index}/{term} does not match the log (last index {})",
-                                    s.last_index()
-                                )));
-                            }
-                            s.set_snapshot(snap);
-                            s.compact(index);
-                        }
-                    }
+                    _ => {}
                 }
             }
+            start = p + 1;
+        }
+        for rec in &records[start..] {
+            match rec {
+                LogRecord::HardState(hs) => s.hard_state = hs.clone(),
+                LogRecord::Entry(e) => s.replay_entry(e)?,
+                LogRecord::Snapshot { .. } => unreachable!("the latest marker is the base"),
+            }
+        }
+        // The snapshot's entries are committed whatever the hard state says.
+        let snap_index = s.snapshot_index();
+        if s.hard_state.commit < snap_index {
+            s.hard_state.commit = snap_index;
+        }
+        if s.hard_state.term < s.prev_term {
+            s.hard_state.term = s.prev_term;
         }
         if s.hard_state.commit > s.last_index() {
             return Err(Error::Recovery(format!(
@@ -92,6 +109,23 @@ impl RaftStorage {
             )));
         }
         Ok(s)
+    }
+
+    fn replay_entry(&mut self, e: &Entry) -> Result<()> {
+        if e.index < self.first_index {
+            return Err(Error::Recovery(format!(
+                "entry {} before first index {}",
+                e.index, self.first_index
+            )));
+        }
+        if e.index > self.last_index() + 1 {
+            return Err(Error::Recovery(format!(
+                "gap in the log: entry {} follows last index {}",
+                e.index,
+                self.last_index()
+            )));
+        }
+        self.append(std::slice::from_ref(e))
     }
 
     pub fn hard_state(&self) -> &HardState {
@@ -140,8 +174,15 @@ impl RaftStorage {
     /// Appends entries that may overwrite a suffix (raft's conflict
     /// resolution already decided they win).
     pub fn append(&mut self, ents: &[Entry]) -> Result<()> {
-        let Some(first) = ents.first() else { return Ok(()) };
-        debug_assert!(ents.windows(2).all(|w| w[1].index == w[0].index + 1), "entries are contiguous");
+        let Some(first) = ents.first() else {
+            return Ok(());
+        };
+        if let Some(w) = ents.windows(2).find(|w| w[1].index != w[0].index + 1) {
+            return Err(Error::Recovery(format!(
+                "append of non-contiguous entries {} then {}",
+                w[0].index, w[1].index
+            )));
+        }
         if first.index < self.first_index {
             return Err(Error::Recovery(format!(
                 "append at {} overwrites compacted log (first index {})",
@@ -155,7 +196,8 @@ impl RaftStorage {
                 self.last_index()
             )));
         }
-        self.entries.truncate((first.index - self.first_index) as usize);
+        self.entries
+            .truncate((first.index - self.first_index) as usize);
         self.entries.extend(ents.iter().cloned());
         Ok(())
     }
@@ -195,6 +237,11 @@ impl RaftStorage {
         self.first_index = index + 1;
     }
 
+    /// Whether raft asked for a snapshot newer than the latest; clears it.
+    pub fn take_snapshot_wanted(&self) -> bool {
+        self.snapshot_wanted.replace(false)
+    }
+
     pub fn entry_count(&self) -> usize {
         self.entries.len()
     }
@@ -202,7 +249,10 @@ impl RaftStorage {
 
 impl raft::Storage for RaftStorage {
     fn initial_state(&self) -> raft::Result<RaftState> {
-        Ok(RaftState::new(self.hard_state.clone(), self.conf_state.clone()))
+        Ok(RaftState::new(
+            self.hard_state.clone(),
+            self.conf_state.clone(),
+        ))
     }
 
     fn entries(
@@ -229,7 +279,8 @@ impl raft::Storage for RaftStorage {
         if idx + 1 < self.first_index {
             return Err(raft::Error::Store(StorageError::Compacted));
         }
-        self.term_of(idx).ok_or(raft::Error::Store(StorageError::Unavailable))
+        self.term_of(idx)
+            .ok_or(raft::Error::Store(StorageError::Unavailable))
     }
 
     fn first_index(&self) -> raft::Result<u64> {
@@ -240,11 +291,18 @@ impl raft::Storage for RaftStorage {
         Ok(self.last_index())
     }
 
-    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
         // Only snapshots the state machine has written (and made durable) are
-        // handed out; a newer one is produced on the apply path's schedule.
-        if self.snapshot_index() == 0 || self.snapshot_index() < request_index {
-            return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
+        // handed out. A receiver missing from the snapshot's configuration
+        // (a member added after it) would refuse it, so a fresh one is
+        // requested, as etcd sends its current state to a new member.
+        let cs = self.snapshot.get_metadata().get_conf_state();
+        let knows_receiver = cs.voters.contains(&to) || cs.learners.contains(&to);
+        if self.snapshot_index() == 0 || self.snapshot_index() < request_index || !knows_receiver {
+            self.snapshot_wanted.set(true);
+            return Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            ));
         }
         Ok(self.snapshot.clone())
     }
@@ -286,16 +344,25 @@ mod tests {
     #[test]
     fn compact_keeps_prev_term() {
         let mut s = RaftStorage::new();
-        s.append(&(1..=10).map(|i| ent(i, i / 4 + 1)).collect::<Vec<_>>()).unwrap();
+        s.append(&(1..=10).map(|i| ent(i, i / 4 + 1)).collect::<Vec<_>>())
+            .unwrap();
         s.compact(5);
         assert_eq!(s.first_index().unwrap(), 6);
         assert_eq!(s.term(5).unwrap(), 2);
-        assert!(matches!(s.term(4), Err(raft::Error::Store(StorageError::Compacted))));
+        assert!(matches!(
+            s.term(4),
+            Err(raft::Error::Store(StorageError::Compacted))
+        ));
         assert!(matches!(
             s.entries(4, 7, None, GetEntriesContext::empty(false)),
             Err(raft::Error::Store(StorageError::Compacted))
         ));
-        assert_eq!(s.entries(6, 11, None, GetEntriesContext::empty(false)).unwrap().len(), 5);
+        assert_eq!(
+            s.entries(6, 11, None, GetEntriesContext::empty(false))
+                .unwrap()
+                .len(),
+            5
+        );
     }
 
     #[test]
