@@ -42,15 +42,25 @@ fn open_retrying(dir: &Path, io: IoMode) -> (Wal, engine::wal::Recovery) {
     }
 }
 
+/// Kills per log: then the loop starts a fresh log, so recovery time (which
+/// grows with the log) stays bounded and a soak scales linearly.
+const KILLS_PER_LOG: usize = 100;
+
 fn crash_loop(io: IoMode, arg: &str, kills: usize, seed: u64) {
-    let dir = tempfile::tempdir().unwrap();
+    let base = tempfile::tempdir().unwrap();
+    let mut dir = base.path().join("log-0");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     // Highest acknowledged n per stream.
     let mut acked: HashMap<u32, u64> = HashMap::new();
     let (mut torn, mut total_acks, mut late_acks) = (0, 0u64, 0u64);
     for kill in 0..kills {
+        if kill > 0 && kill % KILLS_PER_LOG == 0 {
+            std::fs::remove_dir_all(&dir).unwrap();
+            dir = base.path().join(format!("log-{kill}"));
+            acked.clear();
+        }
         let mut child = Command::new(env!("CARGO_BIN_EXE_wal-crash-child"))
-            .arg(dir.path())
+            .arg(&dir)
             .arg(arg)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -94,7 +104,7 @@ fn crash_loop(io: IoMode, arg: &str, kills: usize, seed: u64) {
             late_acks += 1;
         }
 
-        let (wal, rec) = open_retrying(dir.path(), io);
+        let (wal, rec) = open_retrying(&dir, io);
         if rec.torn_tail.is_some() {
             torn += 1;
         }
