@@ -27,7 +27,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const APPENDERS: [usize; 4] = [1, 16, 256, 1024];
 const SIZES: [usize; 3] = [64, 256, 4096];
-/// How appenders wait: OS threads blocking in `Ticket::wait`, or tokio
+/// How appenders wait: OS threads in `Wal::append_wait`, or tokio
 /// tasks awaiting the ticket on a 2-worker runtime (how a gRPC server
 /// drives the WAL: thousands of clients are tasks, not threads).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -189,6 +189,9 @@ fn run_cell(
 ) -> (f64, f64, f64, Latencies, f64) {
     let phase = Arc::new(AtomicU8::new(WARMUP));
     let measured = Arc::new(AtomicU64::new(0));
+    // Threads use `append_wait` (they may write their batch themselves);
+    // WAL_BENCH_TICKET_WAIT=1 makes them use `append(..)?.wait()` instead.
+    let ticket_wait = std::env::var("WAL_BENCH_TICKET_WAIT").is_ok_and(|v| v == "1");
     let mut threads = Vec::new();
     let mut tasks = Vec::new();
     for t in 0..appenders {
@@ -206,7 +209,11 @@ fn run_cell(
                                 break;
                             }
                             let started = Instant::now();
-                            wal.append(n, 1, &payload).unwrap().wait().unwrap();
+                            if ticket_wait {
+                                wal.append(n, 1, &payload).unwrap().wait().unwrap();
+                            } else {
+                                wal.append_wait(n, 1, &payload).unwrap();
+                            }
                             if p == MEASURE && phase.load(Ordering::Relaxed) == MEASURE {
                                 hist.saturating_record(started.elapsed().as_nanos() as u64);
                                 mine += 1;
@@ -625,7 +632,7 @@ fn render(
         w,
         "Each cell: N appenders in a closed loop (append one record, wait until it is durable, repeat) for {:.1} s after {:.1} s \
          of warm-up, default options (64 MiB zero-filled segments, 16 MiB queue bound, 50 µs spins). Appenders are either OS \
-         threads blocking in `Ticket::wait`, or tokio tasks awaiting the ticket on a 2-worker runtime (a gRPC server's \
+         threads calling `Wal::append_wait` (which writes the batch itself when no write is in progress), or tokio tasks awaiting the ticket on a 2-worker runtime (a gRPC server's \
          clients are tasks). *To durable* is measured by the appender, from the `append` call until the wait returns. \
          *WAL write+fsync* is the writer's own duration of one batch's write and fdatasync (the `fsync_ns` metric). \
          *Raw fdatasync* is the device without the WAL, measured right before the cell: 300 sequential `pwrite`s of the \

@@ -107,6 +107,55 @@ fn threads_append_and_reopen_returns_everything_in_order() {
 }
 
 #[test]
+fn append_wait_writes_itself_or_joins_the_group() {
+    for io in PATHS {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, _) = Wal::open(dir.path(), small(io)).unwrap();
+        // Alone, a synchronous appender writes its own batches.
+        for n in 0..200u64 {
+            let d = wal.append_wait(n, 100, &payload(100, n)).unwrap();
+            assert_eq!(d.seq, n + 1);
+        }
+        assert_eq!(wal.metrics().fsyncs, 200);
+        // Mixed with ticket appenders and other synchronous ones.
+        let wal = Arc::new(wal);
+        let hs: Vec<_> = (0..8u32)
+            .map(|t| {
+                let wal = Arc::clone(&wal);
+                std::thread::spawn(move || {
+                    for n in 0..200u64 {
+                        if t % 2 == 0 {
+                            wal.append_wait(n, t as u8, &payload(t, n)).unwrap();
+                        } else {
+                            wal.append(n, t as u8, &payload(t, n))
+                                .unwrap()
+                                .wait()
+                                .unwrap();
+                        }
+                    }
+                })
+            })
+            .collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+        let m = wal.metrics();
+        assert_eq!(m.records, 200 + 8 * 200);
+        assert!(m.fsyncs < m.records, "concurrent appends share fsyncs");
+        Arc::into_inner(wal).unwrap().close().unwrap();
+        let (_wal, rec) = Wal::open(dir.path(), small(io)).unwrap();
+        let mut next: HashMap<u32, u64> = HashMap::new();
+        for r in &rec.records {
+            let (t, n) = check_payload(&r.payload).expect("intact");
+            let want = next.entry(t).or_insert(0);
+            assert_eq!(n, *want);
+            *want += 1;
+        }
+        assert_eq!(rec.records.len(), 1800);
+    }
+}
+
+#[test]
 fn appends_continue_after_reopen_and_release_drops_old_segments() {
     for io in PATHS {
         let dir = tempfile::tempdir().unwrap();

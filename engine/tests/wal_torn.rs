@@ -13,7 +13,7 @@ use engine::wal::{encoded_len, Error, IoMode, RecordRef, Wal};
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use wal_support::{check_payload, payload, small, PATHS};
+use wal_support::{check_payload, payload, small};
 
 /// A record's place in a segment file, found by walking the format as
 /// docs/format.md describes it (independently of the WAL's own reader).
@@ -126,9 +126,8 @@ fn recovered_indexes(dir: &Path, io: IoMode) -> Result<(Vec<u64>, Wal), Error> {
     Ok((out, wal))
 }
 
-#[test]
-fn truncation_at_every_offset_in_the_last_records() {
-    for io in PATHS {
+fn truncation_at_every_offset_in_the_last_records(io: IoMode) {
+    {
         let base = tempfile::tempdir().unwrap();
         let orig = base.path().join("orig");
         let all = build(&orig, io, 400);
@@ -199,9 +198,8 @@ fn truncation_at_every_offset_in_the_last_records() {
     }
 }
 
-#[test]
-fn lost_sector_in_the_last_batch_is_a_torn_tail() {
-    for io in PATHS {
+fn lost_sector_in_the_last_batch_is_a_torn_tail(io: IoMode) {
+    {
         let base = tempfile::tempdir().unwrap();
         let orig = base.path().join("orig");
         build(&orig, io, 60);
@@ -237,9 +235,8 @@ fn lost_sector_in_the_last_batch_is_a_torn_tail() {
     }
 }
 
-#[test]
-fn flipped_byte_in_the_middle_is_reported_with_its_location() {
-    for io in PATHS {
+fn flipped_byte_in_the_middle_is_reported_with_its_location(io: IoMode) {
+    {
         let base = tempfile::tempdir().unwrap();
         let orig = base.path().join("orig");
         build(&orig, io, 400);
@@ -285,11 +282,10 @@ fn flipped_byte_in_the_middle_is_reported_with_its_location() {
     }
 }
 
-#[test]
-fn flipped_byte_in_the_last_record_is_corruption_not_a_tear() {
+fn flipped_byte_in_the_last_record_is_corruption_not_a_tear(io: IoMode) {
     // The payloads of this log have no zero bytes, so no sector of the last
     // record can read as a lost (zero) sector: a flip there is damage.
-    for io in PATHS {
+    {
         let base = tempfile::tempdir().unwrap();
         let orig = base.path().join("orig");
         {
@@ -376,4 +372,44 @@ fn io_name(io: IoMode) -> &'static str {
         IoMode::Portable => "portable",
         IoMode::Auto => "auto",
     }
+}
+
+#[test]
+fn truncation_at_every_offset_in_the_last_records_io_uring() {
+    truncation_at_every_offset_in_the_last_records(IoMode::IoUring);
+}
+
+#[test]
+fn truncation_at_every_offset_in_the_last_records_portable() {
+    truncation_at_every_offset_in_the_last_records(IoMode::Portable);
+}
+
+#[test]
+fn lost_sector_in_the_last_batch_is_a_torn_tail_io_uring() {
+    lost_sector_in_the_last_batch_is_a_torn_tail(IoMode::IoUring);
+}
+
+#[test]
+fn lost_sector_in_the_last_batch_is_a_torn_tail_portable() {
+    lost_sector_in_the_last_batch_is_a_torn_tail(IoMode::Portable);
+}
+
+#[test]
+fn flipped_byte_in_the_middle_is_reported_with_its_location_io_uring() {
+    flipped_byte_in_the_middle_is_reported_with_its_location(IoMode::IoUring);
+}
+
+#[test]
+fn flipped_byte_in_the_middle_is_reported_with_its_location_portable() {
+    flipped_byte_in_the_middle_is_reported_with_its_location(IoMode::Portable);
+}
+
+#[test]
+fn flipped_byte_in_the_last_record_is_corruption_not_a_tear_io_uring() {
+    flipped_byte_in_the_last_record_is_corruption_not_a_tear(IoMode::IoUring);
+}
+
+#[test]
+fn flipped_byte_in_the_last_record_is_corruption_not_a_tear_portable() {
+    flipped_byte_in_the_last_record_is_corruption_not_a_tear(IoMode::Portable);
 }

@@ -4,7 +4,8 @@
 //!
 //! Opens the log, finds where each stream left off, and appends forever
 //! from nine streams at once: six threads that append one record and wait
-//! (blocking tickets), one that keeps up to 16 batches of 1–4 records in
+//! (three with `append_wait`, which may write the batch themselves, three
+//! with blocking tickets), one that keeps up to 16 batches of 1–4 records in
 //! flight (as a raft leader's async append does), one that awaits its
 //! tickets as futures, and one that is told by callbacks. After a record is
 //! durable it prints "<stream> <n>" on stdout. The parent SIGKILLs it at a

@@ -39,8 +39,7 @@ impl std::fmt::Display for IoFailure {
     }
 }
 
-/// Not `Send`: the I/O object is built on the writer thread and stays there
-/// (an io_uring set up with SINGLE_ISSUER must be driven by its creator).
+/// Driven by one thread at a time: whoever holds the writer role.
 pub(crate) trait Io {
     fn path(&self) -> IoPath;
 

@@ -1,7 +1,7 @@
 //! `Wal`: opening (recovery), appending, releasing, closing.
 
 use super::allocator::Allocator;
-use super::completion::{Completion, SpinGate, Ticket};
+use super::completion::{Completion, Durable, SpinGate, Ticket};
 use super::error::{Error, Result, TryAppendError};
 use super::io::Io;
 use super::metrics::Metrics;
@@ -12,12 +12,12 @@ use super::record::{self, RECORD_HEADER_BYTES};
 use super::recovery::{self, Recovery, SegmentInfo};
 use super::segment;
 use super::uring::Uring;
-use super::writer::{ActiveSegment, Shared, Writer};
+use super::writer::{self, ActiveSegment, Shared, WriterCore};
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 /// A record to append: the caller's index and type byte, and the payload.
@@ -76,59 +76,47 @@ impl Wal {
             rec.spare,
             rec.active.seq + 1,
         )?;
+        let io: Box<dyn Io + Send> = match opts.io {
+            IoMode::Portable => Box::new(Portable::new(opts.faults.clone())),
+            IoMode::IoUring => match Uring::new(opts.faults.clone()) {
+                Ok(u) => Box::new(u),
+                Err(e) => {
+                    allocator.stop();
+                    let _ = allocator_thread.join();
+                    return Err(Error::IoUringUnavailable(e));
+                }
+            },
+            IoMode::Auto => match Uring::new(opts.faults.clone()) {
+                Ok(u) => Box::new(u),
+                Err(e) => {
+                    tracing::warn!(error = %e, "io_uring unavailable; using pwritev + fdatasync");
+                    Box::new(Portable::new(opts.faults.clone()))
+                }
+            },
+        };
+        let io_path = io.path();
         let segments = rec.recovery.segments.clone();
+        let core = WriterCore::new(
+            Arc::clone(&allocator),
+            io,
+            active,
+            rec.log_id,
+            rec.next_batch_seq,
+        );
         let shared = Arc::new(Shared {
             queue: Queue::new(opts.queue_bytes_max, opts.queue_appends_max, 1),
-            metrics: Mutex::new(Metrics::new(IoPath::Portable)),
+            metrics: Mutex::new(Metrics::new(io_path)),
             segments: Mutex::new(segments),
             durable_seq: AtomicU64::new(0),
+            core: Mutex::new(core),
         });
-        // The ring is created on the writer thread (SINGLE_ISSUER: the
-        // thread that creates it is the one that submits).
-        let (tx, rx) = mpsc::channel::<Result<IoPath>>();
         let writer = {
             let shared = Arc::clone(&shared);
-            let allocator = Arc::clone(&allocator);
-            let io_mode = opts.io;
-            let faults = opts.faults.clone();
             let spin = opts.writer_spin;
-            let (log_id, next_batch_seq) = (rec.log_id, rec.next_batch_seq);
             std::thread::Builder::new()
                 .name("wal-writer".into())
-                .spawn(move || {
-                    let io: Box<dyn Io> = match io_mode {
-                        IoMode::Portable => Box::new(Portable::new(faults)),
-                        IoMode::IoUring => match Uring::new(faults) {
-                            Ok(u) => Box::new(u),
-                            Err(e) => {
-                                let _ = tx.send(Err(Error::IoUringUnavailable(e)));
-                                return;
-                            }
-                        },
-                        IoMode::Auto => match Uring::new(faults.clone()) {
-                            Ok(u) => Box::new(u),
-                            Err(e) => {
-                                tracing::warn!(error = %e, "io_uring unavailable; using pwrite + fdatasync");
-                                Box::new(Portable::new(faults))
-                            }
-                        },
-                    };
-                    let path = io.path();
-                    shared.metrics.lock().unwrap().io_path = path;
-                    let _ = tx.send(Ok(path));
-                    Writer::new(shared, allocator, io, active, log_id, next_batch_seq, spin).run();
-                })
+                .spawn(move || writer::run(shared, spin))
                 .map_err(|e| Error::io(&dir, "spawn WAL writer thread", e))?
-        };
-        let io_path = match rx.recv() {
-            Ok(Ok(p)) => p,
-            Ok(Err(e)) => {
-                allocator.stop();
-                let _ = writer.join();
-                let _ = allocator_thread.join();
-                return Err(e);
-            }
-            Err(_) => panic!("the WAL writer thread died during start"),
         };
         tracing::info!(dir = %dir.display(), io = io_path.name(), records = rec.recovery.records.len(), "WAL open");
         let wal = Wal {
@@ -161,17 +149,50 @@ impl Wal {
     /// barrier: its ticket completes when every earlier append is durable.
     /// Blocks while the queue is full.
     pub fn append_batch(&self, records: &[RecordRef<'_>]) -> Result<Ticket> {
-        self.push(records, true).map_err(|e| match e {
+        self.push(records, true, true).map_err(|e| match e {
             TryAppendError::Wal(e) => e,
             TryAppendError::Full => unreachable!("blocking append"),
         })
+    }
+
+    /// Appends one record and waits until it is durable. When no write is
+    /// in progress, the calling thread performs the write and fdatasync
+    /// itself (no hand-off to the writer thread: the lowest latency for a
+    /// synchronous appender); otherwise it joins the next group commit,
+    /// like `append(..)?.wait()`.
+    pub fn append_wait(&self, index: u64, kind: u8, payload: &[u8]) -> Result<Durable> {
+        self.append_batch_wait(&[RecordRef {
+            index,
+            kind,
+            payload,
+        }])
+    }
+
+    /// `append_batch`, then wait, writing the batch itself when it can (see
+    /// `append_wait`).
+    pub fn append_batch_wait(&self, records: &[RecordRef<'_>]) -> Result<Durable> {
+        let ticket = self.push(records, true, false).map_err(|e| match e {
+            TryAppendError::Wal(e) => e,
+            TryAppendError::Full => unreachable!("blocking append"),
+        })?;
+        match self.shared.core.try_lock() {
+            Ok(mut core) => {
+                if !ticket.is_done() {
+                    core.lead(&self.shared);
+                }
+            }
+            // The writer thread (or another leader) is writing: make sure
+            // it takes this append too.
+            Err(_) => self.shared.queue.kick(),
+        }
+        ticket.wait()
     }
 
     /// `append_batch` that never blocks: `TryAppendError::Full` when the
     /// queue is at its bound (for async callers; retry after a ticket
     /// completed).
     pub fn try_append_batch(&self, records: &[RecordRef<'_>]) -> Result<Ticket, TryAppendError> {
-        self.push(records, false)
+        self.push(records, false, true)
     }
 
     /// A barrier: completes when everything appended before is durable.
@@ -179,7 +200,12 @@ impl Wal {
         self.append_batch(&[])
     }
 
-    fn push(&self, records: &[RecordRef<'_>], block: bool) -> Result<Ticket, TryAppendError> {
+    fn push(
+        &self,
+        records: &[RecordRef<'_>],
+        block: bool,
+        want_writer: bool,
+    ) -> Result<Ticket, TryAppendError> {
         let mut bytes = 0usize;
         for r in records {
             if r.payload.len() > self.opts.record_bytes_max {
@@ -222,6 +248,7 @@ impl Wal {
             max_index,
             &completion,
             block,
+            want_writer,
             |buf| {
                 for (h, r) in headers.iter().zip(records) {
                     record::push_data(buf, h, r.payload);

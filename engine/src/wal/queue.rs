@@ -10,7 +10,7 @@
 
 use super::completion::{Completion, Outcome};
 use super::record::BATCH_RECORD_BYTES;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -81,6 +81,9 @@ struct State {
     next_seq: u64,
     failed: Option<Arc<str>>,
     closing: bool,
+    /// Some pending append asked for the writer thread (appends from
+    /// `append_wait` do not, unless their caller cannot write them itself).
+    wanted: bool,
     writer_sleeping: bool,
     space_waiters: usize,
     bytes_high_water: usize,
@@ -90,20 +93,11 @@ pub(crate) struct Queue {
     state: Mutex<State>,
     work: Condvar,
     space: Condvar,
-    /// Appends in the pending batch, readable without the lock (the writer
-    /// polls it while it spins).
-    pending: AtomicUsize,
+    /// Mirrors `State::wanted`, readable without the lock (the writer
+    /// thread polls it while it spins).
+    wanted: AtomicBool,
     bytes_max: usize,
     appends_max: usize,
-}
-
-/// What `Queue::take` found.
-pub(crate) enum Taken {
-    Batch(Batch),
-    /// Nothing pending (only when not blocking).
-    Empty,
-    /// Closing and drained.
-    Closed,
 }
 
 /// Why an append was not queued.
@@ -122,13 +116,14 @@ impl Queue {
                 next_seq: first_seq,
                 failed: None,
                 closing: false,
+                wanted: false,
                 writer_sleeping: false,
                 space_waiters: 0,
                 bytes_high_water: 0,
             }),
             work: Condvar::new(),
             space: Condvar::new(),
-            pending: AtomicUsize::new(0),
+            wanted: AtomicBool::new(false),
             bytes_max,
             appends_max,
         }
@@ -136,7 +131,9 @@ impl Queue {
 
     /// Queues one append of `bytes` encoded bytes, written into the batch by
     /// `encode`. Blocks while the queue is full if `block`, else refuses.
-    /// Returns the append's sequence number.
+    /// With `want_writer`, makes sure the writer thread will take it (else
+    /// the caller writes it itself or calls `kick`). Returns the append's
+    /// sequence number.
     #[allow(clippy::too_many_arguments)]
     pub fn push(
         &self,
@@ -146,6 +143,7 @@ impl Queue {
         max_index: u64,
         completion: &Arc<Completion>,
         block: bool,
+        want_writer: bool,
         encode: impl FnOnce(&mut Vec<u8>),
     ) -> Result<u64, Refused> {
         assert!(bytes <= self.bytes_max);
@@ -189,23 +187,38 @@ impl Queue {
         });
         let queued = st.batch.record_bytes();
         st.bytes_high_water = st.bytes_high_water.max(queued);
-        self.pending
-            .store(st.batch.waiters.len(), Ordering::Release);
+        if want_writer {
+            self.want(st);
+        }
+        Ok(seq)
+    }
+
+    /// Asks the writer thread to take what is pending.
+    pub fn kick(&self) {
+        let st = self.state.lock().unwrap();
+        if !st.batch.waiters.is_empty() {
+            self.want(st);
+        }
+    }
+
+    fn want(&self, mut st: MutexGuard<'_, State>) {
+        st.wanted = true;
+        self.wanted.store(true, Ordering::Release);
         let wake = std::mem::replace(&mut st.writer_sleeping, false);
         drop(st);
         if wake {
             self.work.notify_one();
         }
-        Ok(seq)
     }
 
-    /// Takes everything pending. With `block`, waits (spinning for `spin`
-    /// first) until something is pending or the queue closes.
-    pub fn take(&self, block: bool, spin: Duration) -> Taken {
-        if block && !spin.is_zero() && self.pending.load(Ordering::Acquire) == 0 {
+    /// The writer thread's wait: returns `true` once work is wanted (after
+    /// spinning for `spin`, then sleeping), `false` once the queue is
+    /// closing (the caller drains one last time and stops).
+    pub fn wait_for_work(&self, spin: Duration) -> bool {
+        if !spin.is_zero() && !self.wanted.load(Ordering::Acquire) {
             let deadline = Instant::now() + spin;
             let mut i = 0u32;
-            while self.pending.load(Ordering::Acquire) == 0 {
+            while !self.wanted.load(Ordering::Acquire) {
                 std::hint::spin_loop();
                 i = i.wrapping_add(1);
                 if i.is_multiple_of(64) && Instant::now() >= deadline {
@@ -214,25 +227,35 @@ impl Queue {
             }
         }
         let mut st = self.state.lock().unwrap();
-        while st.batch.waiters.is_empty() {
+        loop {
             if st.closing {
-                return Taken::Closed;
+                return false;
             }
-            if !block {
-                return Taken::Empty;
+            if st.wanted {
+                return true;
             }
             st.writer_sleeping = true;
             st = self.work.wait(st).unwrap();
         }
+    }
+
+    /// Takes everything pending, if anything is. Called only by the holder
+    /// of the writer role.
+    pub fn take(&self) -> Option<Batch> {
+        let mut st = self.state.lock().unwrap();
+        st.wanted = false;
+        self.wanted.store(false, Ordering::Release);
+        if st.batch.waiters.is_empty() {
+            return None;
+        }
         let fresh = Batch::new(st.free.take().unwrap_or_default());
         let batch = std::mem::replace(&mut st.batch, fresh);
-        self.pending.store(0, Ordering::Release);
         let wake = st.space_waiters > 0;
         drop(st);
         if wake {
             self.space.notify_all();
         }
-        Taken::Batch(batch)
+        Some(batch)
     }
 
     /// Hands a written batch buffer back for reuse.
@@ -253,7 +276,6 @@ impl Queue {
         let mut st = self.state.lock().unwrap();
         st.failed.get_or_insert(why);
         let batch = std::mem::replace(&mut st.batch, Batch::new(Vec::new()));
-        self.pending.store(0, Ordering::Release);
         self.wake_all(st);
         batch.waiters
     }

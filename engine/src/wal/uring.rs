@@ -33,17 +33,23 @@ pub(crate) struct Uring {
     inflight: Option<Inflight>,
 }
 
+// SAFETY: the raw pointers in `Inflight` point into buffers that `Inflight`
+// itself owns (the boxed iovec array and the job's buffers), not into any
+// thread's stack or thread-local state, and the ring is driven by one
+// thread at a time (the holder of the writer mutex), which submits and
+// reaps each pair before releasing it. Moving the whole struct between
+// threads therefore moves the pointees with it.
+unsafe impl Send for Uring {}
+
 impl Uring {
     /// Sets up a small ring and checks the two opcodes exist; any error
     /// means "use the portable path".
     pub fn new(faults: Faults) -> io::Result<Self> {
-        // SINGLE_ISSUER + DEFER_TASKRUN (Linux 6.1) let completions run in
-        // the writer's own wait; older kernels take the plain ring.
-        let ring = IoUring::builder()
-            .setup_single_issuer()
-            .setup_defer_taskrun()
-            .build(8)
-            .or_else(|_| IoUring::new(8))?;
+        // A plain ring: the writer role moves between threads (the writer
+        // thread, or a thread in `append_wait`), so SINGLE_ISSUER and
+        // DEFER_TASKRUN, which tie the ring to one task, do not apply. Each
+        // turn submits and reaps on the same thread.
+        let ring = IoUring::new(8)?;
         let mut probe = Probe::new();
         ring.submitter().register_probe(&mut probe)?;
         for code in [opcode::Writev::CODE, opcode::Fsync::CODE] {

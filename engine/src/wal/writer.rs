@@ -1,12 +1,19 @@
-//! The single writer: drains the queue into one write and one fdatasync
-//! per batch, rolls segments, completes tickets, and makes any I/O failure
+//! The writer: drains the queue into one write and one fdatasync per
+//! batch, rolls segments, completes tickets, and makes any I/O failure
 //! permanent.
+//!
+//! Writing is a role, not a thread: `WriterCore` sits behind a mutex, and
+//! whoever holds it is the one writer. The writer thread takes it when
+//! appends want it and drains the queue; a thread in `Wal::append_wait`
+//! that finds it free takes it for one batch (the batch holds its own
+//! records and whatever else is pending), which saves the two thread
+//! hand-offs a lone synchronous appender would otherwise pay.
 
 use super::allocator::Allocator;
 use super::completion::{Durable, Outcome};
 use super::io::{Io, WriteJob};
 use super::metrics::Metrics;
-use super::queue::{complete_all, Batch, Queue, Taken, Waiter};
+use super::queue::{complete_all, Batch, Queue, Waiter};
 use super::record::{BatchHeader, BATCH_RECORD_BYTES};
 use super::recovery::SegmentInfo;
 use super::segment::{self, SegmentHeader, SEGMENT_HEADER_BYTES};
@@ -26,6 +33,8 @@ pub(crate) struct Shared {
     pub segments: Mutex<Vec<SegmentInfo>>,
     /// Highest append sequence number known durable.
     pub durable_seq: AtomicU64,
+    /// The writer role.
+    pub core: Mutex<WriterCore>,
 }
 
 pub(crate) struct ActiveSegment {
@@ -43,75 +52,77 @@ struct Done {
     batch_seq: u64,
 }
 
-pub(crate) struct Writer {
-    pub shared: Arc<Shared>,
+pub(crate) struct WriterCore {
     pub allocator: Arc<Allocator>,
-    pub io: Box<dyn Io>,
+    pub io: Box<dyn Io + Send>,
     pub active: ActiveSegment,
     pub log_id: u64,
     pub next_batch_seq: u64,
-    pub spin: Duration,
     done: Option<Done>,
     failed: Option<Arc<str>>,
 }
 
-impl Writer {
+/// The writer thread: waits until appends want it, then drains.
+pub(crate) fn run(shared: Arc<Shared>, spin: Duration) {
+    loop {
+        let open = shared.queue.wait_for_work(spin);
+        shared.core.lock().unwrap().drain(&shared);
+        if !open {
+            return;
+        }
+    }
+}
+
+impl WriterCore {
     pub fn new(
-        shared: Arc<Shared>,
         allocator: Arc<Allocator>,
-        io: Box<dyn Io>,
+        io: Box<dyn Io + Send>,
         active: ActiveSegment,
         log_id: u64,
         next_batch_seq: u64,
-        spin: Duration,
     ) -> Self {
-        Writer {
-            shared,
+        WriterCore {
             allocator,
             io,
             active,
             log_id,
             next_batch_seq,
-            spin,
             done: None,
             failed: None,
         }
     }
 
-    pub fn run(mut self) {
-        loop {
-            // With a durable batch still to announce, only look for more
-            // work; announce it at once if there is none.
-            let block = self.done.is_none();
-            let batch = match self.shared.queue.take(block, self.spin) {
-                Taken::Batch(b) => b,
-                Taken::Empty => {
-                    self.notify_done();
-                    continue;
-                }
-                Taken::Closed => {
-                    self.notify_done();
-                    return;
-                }
-            };
-            if let Some(why) = &self.failed {
-                let outcome = Outcome::Failed(Arc::clone(why));
-                self.notify_done();
-                complete_all(batch.waiters, &outcome);
-                continue;
-            }
-            self.write_batch(batch);
+    /// Writes batches until the queue is empty. With io_uring, a durable
+    /// batch's appenders are told while the next batch is in flight.
+    pub fn drain(&mut self, shared: &Shared) {
+        while let Some(batch) = shared.queue.take() {
+            self.write_batch(shared, batch);
         }
+        self.notify_done(shared);
     }
 
-    fn write_batch(&mut self, mut batch: Batch) {
+    /// Writes what is pending as one batch (a leader's turn).
+    pub fn lead(&mut self, shared: &Shared) {
+        if let Some(batch) = shared.queue.take() {
+            self.write_batch(shared, batch);
+        }
+        self.notify_done(shared);
+    }
+
+    fn write_batch(&mut self, shared: &Shared, mut batch: Batch) {
+        if let Some(why) = &self.failed {
+            let outcome = Outcome::Failed(Arc::clone(why));
+            self.notify_done(shared);
+            complete_all(batch.waiters, &outcome);
+            return;
+        }
         if batch.records == 0 {
             // Only empty appends (sync barriers): everything queued before
             // them is durable once the previous batch is.
-            self.notify_done();
+            self.notify_done(shared);
             let batch_seq = self.next_batch_seq - 1;
-            self.complete(batch.waiters, batch_seq);
-            self.shared.queue.recycle(batch.buf);
+            self.complete(shared, batch.waiters, batch_seq);
+            shared.queue.recycle(batch.buf);
             return;
         }
         let room = (self.active.segment_bytes - self.active.offset) as usize;
@@ -121,33 +132,33 @@ impl Writer {
             let fits = batch.waiters.iter().take_while(|w| w.end <= room).count();
             let rest = batch.split_off(fits);
             if batch.records > 0 {
-                self.write_piece(batch);
+                self.write_piece(shared, batch);
             } else {
-                self.complete_barriers(batch);
+                self.complete_barriers(shared, batch);
             }
             if self.failed.is_some() {
                 self.fail_waiters(rest.waiters);
                 return;
             }
-            if let Err(why) = self.roll() {
-                self.fail(why, rest.waiters);
+            if let Err(why) = self.roll(shared) {
+                self.fail(shared, why, rest.waiters);
                 return;
             }
-            self.write_piece(rest);
+            self.write_piece(shared, rest);
         } else {
-            self.write_piece(batch);
+            self.write_piece(shared, batch);
         }
     }
 
     /// Appends without records at the front of a split batch: durable as
     /// soon as everything before them is.
-    fn complete_barriers(&mut self, batch: Batch) {
-        self.notify_done();
+    fn complete_barriers(&mut self, shared: &Shared, batch: Batch) {
+        self.notify_done(shared);
         let batch_seq = self.next_batch_seq - 1;
-        self.complete(batch.waiters, batch_seq);
+        self.complete(shared, batch.waiters, batch_seq);
     }
 
-    fn write_piece(&mut self, mut piece: Batch) {
+    fn write_piece(&mut self, shared: &Shared, mut piece: Batch) {
         assert!(piece.records > 0);
         let batch_seq = self.next_batch_seq;
         let bytes = piece.record_bytes();
@@ -200,19 +211,19 @@ impl Writer {
         if self.io.overlaps() {
             // The previous batch is durable: tell its appenders while this
             // one is in flight.
-            self.notify_done();
+            self.notify_done(shared);
         }
         let (job, result) = self.io.wait();
         let elapsed = started.elapsed();
-        self.shared.queue.recycle(job.batch);
+        shared.queue.recycle(job.batch);
         if let Err(failure) = result {
-            self.notify_done();
+            self.notify_done(shared);
             let why = format!(
                 "{failure} (batch {batch_seq}, segment {}, offset {})",
                 self.active.path.display(),
                 self.active.offset
             );
-            self.fail(why, piece.waiters);
+            self.fail(shared, why, piece.waiters);
             return;
         }
         self.active.offset += bytes as u64 + BATCH_RECORD_BYTES as u64;
@@ -221,26 +232,26 @@ impl Writer {
         }
         self.next_batch_seq += 1;
         {
-            let mut m = self.shared.metrics.lock().unwrap();
+            let mut m = shared.metrics.lock().unwrap();
             m.fsyncs += 1;
             m.bytes_written += written;
             m.records += piece.records as u64;
             m.fsync_ns.saturating_record(elapsed.as_nanos() as u64);
             m.records_per_fsync.saturating_record(piece.records as u64);
         }
-        self.update_segments(first_index, max_index, piece.records);
-        self.notify_done();
+        self.update_segments(shared, first_index, max_index, piece.records);
+        self.notify_done(shared);
         self.done = Some(Done {
             waiters: piece.waiters,
             batch_seq,
         });
         if !self.io.overlaps() {
-            self.notify_done();
+            self.notify_done(shared);
         }
     }
 
-    fn update_segments(&self, first_index: u64, max_index: u64, records: u32) {
-        let mut segs = self.shared.segments.lock().unwrap();
+    fn update_segments(&self, shared: &Shared, first_index: u64, max_index: u64, records: u32) {
+        let mut segs = shared.segments.lock().unwrap();
         match segs.last_mut() {
             Some(s) if s.seq == self.active.seq => {
                 s.max_index = s.max_index.max(max_index);
@@ -258,20 +269,18 @@ impl Writer {
         }
     }
 
-    fn notify_done(&mut self) {
+    fn notify_done(&mut self, shared: &Shared) {
         if let Some(d) = self.done.take() {
-            self.complete(d.waiters, d.batch_seq);
+            self.complete(shared, d.waiters, d.batch_seq);
         }
     }
 
-    fn complete(&self, waiters: Vec<Waiter>, batch_seq: u64) {
+    fn complete(&self, shared: &Shared, waiters: Vec<Waiter>, batch_seq: u64) {
         let Some(last) = waiters.last() else { return };
-        self.shared
-            .durable_seq
-            .fetch_max(last.seq, Ordering::Release);
+        shared.durable_seq.fetch_max(last.seq, Ordering::Release);
         let now = Instant::now();
         {
-            let mut m = self.shared.metrics.lock().unwrap();
+            let mut m = shared.metrics.lock().unwrap();
             m.appends += waiters.len() as u64;
             for w in &waiters {
                 m.time_to_durable_ns
@@ -286,9 +295,9 @@ impl Writer {
         }
     }
 
-    fn roll(&mut self) -> Result<(), String> {
+    fn roll(&mut self, shared: &Shared) -> Result<(), String> {
         // Appenders of durable batches should not wait for the new file.
-        self.notify_done();
+        self.notify_done(shared);
         let seq = self.active.seq + 1;
         let path = self.allocator.take(seq)?;
         let file = segment::open_rw(&path).map_err(|e| e.to_string())?;
@@ -301,18 +310,18 @@ impl Writer {
             segment_bytes: self.active.segment_bytes,
             header: None,
         };
-        self.shared.metrics.lock().unwrap().segment_rolls += 1;
+        shared.metrics.lock().unwrap().segment_rolls += 1;
         Ok(())
     }
 
     /// Makes a failure permanent: the failed batch's appenders, every
     /// pending append and every later one get the error.
-    fn fail(&mut self, why: String, waiters: Vec<Waiter>) {
+    fn fail(&mut self, shared: &Shared, why: String, waiters: Vec<Waiter>) {
         tracing::error!(error = %why, "WAL write failed; refusing further appends");
         let why: Arc<str> = Arc::from(why);
         self.failed = Some(Arc::clone(&why));
-        self.shared.metrics.lock().unwrap().failures += 1;
-        let pending = self.shared.queue.fail(Arc::clone(&why));
+        shared.metrics.lock().unwrap().failures += 1;
+        let pending = shared.queue.fail(Arc::clone(&why));
         let outcome = Outcome::Failed(why);
         complete_all(waiters, &outcome);
         complete_all(pending, &outcome);
