@@ -32,9 +32,14 @@ fn crash_loop(mode: &str, kills: usize, seed: u64) {
     let mut kills_mid_run = 0;
     let mut model_at = (0u64, expected(0));
     for kill in 0..kills {
+        // Checkpoints every commit, every few commits, and rarely: the kill
+        // lands in record-only commits and in checkpoints, and recovery
+        // follows chains of every length.
+        let interval = [1u32, 3, 64][kill % 3];
         let mut child = Command::new(env!("CARGO_BIN_EXE_btree-crash-child"))
             .arg(&path)
             .arg(mode)
+            .arg(interval.to_string())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

@@ -124,7 +124,7 @@ fn verify(db: &Db, model: &Model) {
     assert_eq!(report.keys as usize, keys);
 }
 
-fn run(ops: Vec<Op>, page_size: usize, sync: SyncMode) {
+fn run(ops: Vec<Op>, page_size: usize, sync: SyncMode, checkpoint_interval_commits: u32) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
     let opts = Options {
@@ -132,6 +132,7 @@ fn run(ops: Vec<Op>, page_size: usize, sync: SyncMode) {
         sync,
         initial_size_bytes: 16 * 1024,
         grow_step_min_bytes: 8 * 1024,
+        checkpoint_interval_commits,
         ..Options::default()
     };
     let mut db = Db::open(&path, opts.clone()).unwrap();
@@ -232,13 +233,14 @@ proptest! {
         ops in proptest::collection::vec(op(), 1..300),
         small_pages in any::<bool>(),
         durable in proptest::bool::weighted(0.1),
+        checkpoint_interval in prop_oneof![Just(1u32), Just(2), Just(5), Just(64)],
     ) {
         let page_size = if small_pages { 1024 } else { 4096 };
         let sync = if durable { SyncMode::Single } else { SyncMode::None };
         let mut ops = ops;
         ops.insert(0, Op::CreateBucket(0));
         CASES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        run(ops, page_size, sync);
+        run(ops, page_size, sync, checkpoint_interval);
     }
 }
 

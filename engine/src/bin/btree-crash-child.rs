@@ -1,6 +1,6 @@
 //! Child process of the B+tree crash test (engine/tests/btree_crash.rs).
 //!
-//! Usage: btree-crash-child <db path> <single|double>
+//! Usage: btree-crash-child <db path> <single|double> [checkpoint interval]
 //!
 //! Opens the file, resumes after the commit recorded under the `commit`
 //! marker key, and commits forever: commit `n` applies `workload(n)` and
@@ -17,10 +17,15 @@ fn main() {
         Some("double") => SyncMode::Double,
         _ => SyncMode::Single,
     };
+    let checkpoint_interval_commits = args
+        .next()
+        .map(|s| s.parse().expect("checkpoint interval"))
+        .unwrap_or(Options::default().checkpoint_interval_commits);
     let opts = Options {
         sync,
         initial_size_bytes: 64 * 1024,
         grow_step_min_bytes: 64 * 1024,
+        checkpoint_interval_commits,
         ..Options::default()
     };
     let db = open_retrying(&path, opts);

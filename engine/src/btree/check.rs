@@ -7,10 +7,11 @@
 
 use super::db::{bucket_link, Db};
 use super::error::Result;
+use super::freelist::Extent;
 use super::mapping::{overflow_span, Mapping};
 use super::meta::Meta;
 use super::node::{LeafVal, PageView};
-use super::page::{self, PageRef, KIND_OVERFLOW};
+use super::page::{self, PageRef, KIND_COMMIT, KIND_OVERFLOW};
 use super::space::PageSet;
 use super::tree::MAX_DEPTH;
 use super::tx::ReadTx;
@@ -23,6 +24,8 @@ pub struct CheckReport {
     pub txid: u64,
     pub high_water: u64,
     pub pages_reachable: u64,
+    /// Of those, pages of the commit chain (records and the reservation).
+    pub commit_pages: u64,
     pub pages_free: u64,
     pub buckets: u64,
     pub keys: u64,
@@ -252,6 +255,7 @@ pub(crate) fn walk<'a>(rx: &'a ReadTx) -> Walk<'a> {
     let mut catalog = TreeCounts::default();
     w.tree(&meta.catalog, None, None, 0, &mut catalog, true);
     w.catalog = catalog;
+    w.commit_chain(&snap.commit_pages);
     w.report.buckets = w.trees.len() as u64;
     w.report.keys = w.trees.iter().map(|(_, t)| t.keys).sum();
     w.report.pages_free = meta.high_water.saturating_sub(2) - w.report.pages_reachable;
@@ -259,6 +263,43 @@ pub(crate) fn walk<'a>(rx: &'a ReadTx) -> Walk<'a> {
 }
 
 impl Walk<'_> {
+    /// Claims the commit chain's pages: each record since the checkpoint
+    /// (checked: a sealed record page of an earlier commit), and the
+    /// reservation for the next commit (last).
+    fn commit_chain(&mut self, pages: &[Extent]) {
+        let Some((reservation, records)) = pages.split_last() else {
+            self.error("no reservation for the next commit".into());
+            return;
+        };
+        for r in records {
+            if !self.claim(r.start, 1, "commit record") {
+                continue;
+            }
+            let checked = self
+                .map
+                .raw(r.start, 1)
+                .map_err(|e| e.to_string())
+                .and_then(|buf| {
+                    let h = page::Header::read(buf);
+                    if h.kind != KIND_COMMIT || h.pgid != r.start || h.txid > self.meta.txid {
+                        return Err(format!(
+                            "page {}: expected a commit record, found kind {} page {} txid {}",
+                            r.start, h.kind, h.pgid, h.txid
+                        ));
+                    }
+                    match page::checksum(buf) == h.checksum {
+                        true => Ok(()),
+                        false => Err(format!("page {}: commit record checksum mismatch", r.start)),
+                    }
+                });
+            if let Err(e) = checked {
+                self.error(e);
+            }
+        }
+        self.report.commit_pages += records.len() as u64 + reservation.len;
+        self.claim(reservation.start, reservation.len, "reservation");
+    }
+
     /// Compares the walk with the writer's allocator: a page is free (or
     /// waiting for readers) exactly when no link reaches it.
     fn compare_allocator(&mut self, free: &PageSet) {

@@ -4,7 +4,6 @@
 use super::db::Db;
 use super::error::{Error, Result};
 use super::freelist::Freelist;
-use super::meta::Meta;
 use super::options::{Options, SyncMode};
 use super::space;
 use super::tx::ReadTx;
@@ -74,8 +73,9 @@ impl Db {
 
 impl ReadTx {
     /// Writes this snapshot as a complete B+tree file to `out` and returns
-    /// the bytes written. Pages free in this snapshot are written as zeros
-    /// (the writer may be reusing them). The result opens at this txid.
+    /// the bytes written. Pages that are not part of the snapshot's trees
+    /// are written as zeros (the writer may be reusing them). The result
+    /// opens at this txid.
     pub fn write_to(&self, out: &mut dyn Write) -> Result<u64> {
         let snap = self.snapshot();
         let meta = snap.meta;
@@ -84,20 +84,15 @@ impl ReadTx {
             path: "<snapshot stream>".into(),
             source,
         };
-        let used = space::reachable(&snap.map, &meta)?;
+        // Tree pages only: commit records and the reservation are not
+        // data; in the copy the snapshot's commit point is a checkpoint (in
+        // both meta pages) and its reservation holds zeros, so open finds
+        // no record after it.
+        let used = space::reachable(&snap.map, &meta, &[])?;
         let free = Freelist::from_unused(&used, meta.high_water);
-        let older = Meta {
-            txid: meta.txid - 1,
-            ..meta
-        };
-        let metas = [meta.encode(ps), older.encode(ps)];
-        let (slot0, slot1) = if meta.slot() == 0 {
-            (&metas[0], &metas[1])
-        } else {
-            (&metas[1], &metas[0])
-        };
-        out.write_all(slot0).map_err(io)?;
-        out.write_all(slot1).map_err(io)?;
+        for slot in [0, 1] {
+            out.write_all(&meta.encode(ps, slot)).map_err(io)?;
+        }
         let zeros = vec![0u8; ps];
         let mut pgid = 2;
         let mut extents = free.extents().peekable();

@@ -3,15 +3,14 @@
 
 use super::commit::WriterState;
 use super::error::{Error, Result};
-use super::freelist::Freelist;
+use super::freelist::{Extent, Freelist};
 use super::mapping::Mapping;
 use super::meta::Meta;
-use super::node::{LeafVal, Node};
-use super::options::MAX_PAGE_SIZE;
-use super::options::{valid_page_size, Options};
+use super::node::Node;
+use super::options::Options;
 use super::page::PageRef;
+use super::recovery::{recover, Recovered, Recovery};
 use super::space;
-use super::tree::MAX_DEPTH;
 use super::tx::{ReadTx, WriteTx};
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
@@ -25,6 +24,9 @@ use std::sync::Arc;
 pub(crate) struct Snapshot {
     pub meta: Meta,
     pub map: Arc<Mapping>,
+    /// Pages the commit chain holds in this commit: the records since the
+    /// last checkpoint and the reservation for the next commit.
+    pub commit_pages: Arc<Vec<Extent>>,
 }
 
 pub(crate) struct Shared {
@@ -82,18 +84,6 @@ pub struct Db {
     pub(crate) inner: Arc<Inner>,
 }
 
-/// What open found.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Recovery {
-    /// Txid of the commit the file was opened at.
-    pub txid: u64,
-    /// A newer commit was found torn or unsynced and skipped; says why.
-    pub skipped_newer: Option<String>,
-    /// The walk that rebuilds free space at open met a damaged page (named
-    /// here); the file then reuses no free page until it is compacted.
-    pub free_space_unknown: Option<String>,
-}
-
 impl Db {
     /// Opens the file at `path`, creating it if missing. An existing file is
     /// opened at its newest intact commit.
@@ -115,7 +105,13 @@ impl Db {
         if file.metadata().map_err(io)?.len() == 0 {
             initialize(&file, &opts, &path)?;
         }
-        let (meta, map, recovery) = recover(&file, &opts, &path)?;
+        let Recovered {
+            meta,
+            map,
+            mut recovery,
+            meta_slot,
+            records,
+        } = recover(&file, &opts, &path)?;
         // The commit we recovered to may exist only in the page cache (the
         // previous process died before its fsync). Make it durable before a
         // new commit overwrites pages its predecessor still uses.
@@ -124,8 +120,8 @@ impl Db {
             tracing::warn!(path = %path.display(), txid = meta.txid, %why, "skipped a torn commit");
         }
         let page_size = meta.page_size as usize;
-        let mut recovery = recovery;
-        let freelist = match space::reachable(&map, &meta) {
+        let commit_pages = Arc::new(commit_pages(&records, &meta));
+        let freelist = match space::reachable(&map, &meta, &commit_pages) {
             Ok(used) => Freelist::from_unused(&used, meta.high_water),
             Err(e) => {
                 // Never guess: with the reachable set unknown, no page below
@@ -137,7 +133,7 @@ impl Db {
             }
         };
         let map = Arc::new(map);
-        let writer = WriterState::new(meta, freelist, map.clone(), recovery);
+        let writer = WriterState::new(meta, freelist, map.clone(), recovery, meta_slot, records);
         let inner = Inner {
             path,
             file,
@@ -145,7 +141,11 @@ impl Db {
             page_size,
             writer: Arc::new(Mutex::new(writer)),
             shared: Mutex::new(Shared {
-                current: Arc::new(Snapshot { meta, map }),
+                current: Arc::new(Snapshot {
+                    meta,
+                    map,
+                    commit_pages,
+                }),
                 readers: BTreeMap::new(),
             }),
             poisoned: Mutex::new(None),
@@ -223,30 +223,51 @@ fn lock_exclusive(file: &File) -> std::io::Result<()> {
     Err(err)
 }
 
-/// Writes a new file: an empty catalog leaf at page 2 and both meta pages.
+/// The pages a commit chain holds: `records` (one page each) and the
+/// reservation `meta` makes for the next commit.
+pub(crate) fn commit_pages(records: &[u64], meta: &Meta) -> Vec<Extent> {
+    let mut pages: Vec<Extent> = records
+        .iter()
+        .map(|&start| Extent { start, len: 1 })
+        .collect();
+    pages.push(Extent {
+        start: meta.next,
+        len: meta.next_len as u64,
+    });
+    pages
+}
+
+/// Pages reserved for the first commit of a new file.
+const FIRST_RESERVATION_PAGES: u32 = 8;
+
+/// Writes a new file: an empty catalog leaf at page 2, a reservation for
+/// the first commit after it, and the same commit point in both meta pages.
 fn initialize(file: &File, opts: &Options, path: &Path) -> Result<()> {
     let ps = opts.page_size;
     let io = |source| Error::Io {
         path: path.to_path_buf(),
         source,
     };
-    let pages = (opts.initial_size_bytes / ps as u64).max(4);
+    let high_water = 3 + FIRST_RESERVATION_PAGES as u64;
+    let pages = (opts.initial_size_bytes / ps as u64).max(high_water);
     file.set_len(pages * ps as u64).map_err(io)?;
     let mut leaf = vec![0u8; ps];
     let sum = Node::empty_leaf().encode(&mut leaf, 2, 1);
     file.write_all_at(&leaf, 2 * ps as u64).map_err(io)?;
-    for txid in [0u64, 1] {
-        let meta = Meta {
-            page_size: ps as u32,
-            txid,
-            catalog: PageRef {
-                pgid: 2,
-                checksum: sum,
-                txid: 1,
-            },
-            high_water: 3,
-        };
-        file.write_all_at(&meta.encode(ps), txid * ps as u64)
+    let meta = Meta {
+        page_size: ps as u32,
+        txid: 1,
+        catalog: PageRef {
+            pgid: 2,
+            checksum: sum,
+            txid: 1,
+        },
+        high_water,
+        next: 3,
+        next_len: FIRST_RESERVATION_PAGES,
+    };
+    for slot in [0u64, 1] {
+        file.write_all_at(&meta.encode(ps, slot), slot * ps as u64)
             .map_err(io)?;
     }
     file.sync_all().map_err(io)?;
@@ -257,146 +278,6 @@ fn initialize(file: &File, opts: &Options, path: &Path) -> Result<()> {
             dir
         };
         File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
-    }
-    Ok(())
-}
-
-/// Reads both metas, newest first, and returns the newest whose commit is
-/// intact: every page that commit wrote (the pages whose link carries its
-/// txid) hashes to the checksum its parent recorded.
-fn recover(file: &File, opts: &Options, path: &Path) -> Result<(Meta, Mapping, Recovery)> {
-    let io = |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let len = file.metadata().map_err(io)?.len();
-    // Reads up to the largest page size; Meta::decode takes what it needs.
-    let read = |at: u64| -> Vec<u8> {
-        let mut buf = vec![0u8; MAX_PAGE_SIZE.min(len.saturating_sub(at) as usize)];
-        match file.read_exact_at(&mut buf, at) {
-            Ok(()) => buf,
-            Err(_) => Vec::new(),
-        }
-    };
-    let m0 = Meta::decode(&read(0), 0, path);
-    let mut sizes = vec![opts.page_size];
-    if let Ok(m) = &m0 {
-        sizes.insert(0, m.page_size as usize);
-    }
-    sizes.extend((10..=15).map(|s| 1usize << s));
-    let mut m1 = Err(Error::corrupt(1, "meta page 1 not found"));
-    for ps in sizes {
-        if !valid_page_size(ps) {
-            continue;
-        }
-        m1 = Meta::decode(&read(ps as u64), 1, path);
-        if matches!(&m1, Ok(m) if m.page_size as usize == ps) {
-            break;
-        }
-    }
-    let mut candidates: Vec<Meta> = [&m0, &m1]
-        .into_iter()
-        .filter_map(|m| m.as_ref().ok().copied())
-        .collect();
-    candidates.sort_by_key(|m| std::cmp::Reverse(m.txid));
-    if candidates.is_empty() {
-        return Err(match (m0, m1) {
-            (
-                Err(e @ Error::NotABtree { .. }),
-                Err(Error::NotABtree { .. }) | Err(Error::Corrupt { .. }),
-            ) => e,
-            (Err(e @ Error::UnsupportedVersion { .. }), _)
-            | (_, Err(e @ Error::UnsupportedVersion { .. })) => e,
-            (a, b) => Error::NoValidMeta {
-                meta0: a.err().map(|e| e.to_string()).unwrap_or_default(),
-                meta1: b.err().map(|e| e.to_string()).unwrap_or_default(),
-            },
-        });
-    }
-    let mut skipped: Option<String> = None;
-    let mut last_err = None;
-    for meta in candidates {
-        let ps = meta.page_size as usize;
-        let map = Mapping::new(file, len / ps as u64 * ps as u64, ps, path)?;
-        match verify_commit(&map, &meta) {
-            Ok(()) => {
-                return Ok((
-                    meta,
-                    map,
-                    Recovery {
-                        txid: meta.txid,
-                        skipped_newer: skipped,
-                        free_space_unknown: None,
-                    },
-                ))
-            }
-            Err(e) => {
-                let why = format!("commit {} is incomplete: {e}", meta.txid);
-                skipped.get_or_insert(why);
-                last_err = Some(e);
-            }
-        }
-    }
-    Err(last_err.expect("at least one candidate failed"))
-}
-
-/// Verifies the pages written by `meta`'s commit, reached through links that
-/// carry its txid. Pages of older commits were verified when those commits
-/// were recovered or are verified on first read.
-pub(crate) fn verify_commit(map: &Mapping, meta: &Meta) -> Result<()> {
-    if meta.high_water > map.pages() {
-        return Err(Error::corrupt(
-            0,
-            format!(
-                "commit {} uses {} pages but the file has {}",
-                meta.txid,
-                meta.high_water,
-                map.pages()
-            ),
-        ));
-    }
-    verify_links(map, &meta.catalog, meta.txid, true, 0)
-}
-
-fn verify_links(
-    map: &Mapping,
-    link: &PageRef,
-    txid: u64,
-    catalog: bool,
-    depth: usize,
-) -> Result<()> {
-    if link.txid > txid {
-        return Err(Error::corrupt(
-            link.pgid,
-            format!("linked from commit {txid} with a later txid {}", link.txid),
-        ));
-    }
-    if link.txid != txid {
-        return Ok(());
-    }
-    if depth > MAX_DEPTH {
-        return Err(Error::corrupt(
-            link.pgid,
-            "tree deeper than any valid tree (cycle?)",
-        ));
-    }
-    let view = map.node(link)?;
-    for i in 0..view.count() {
-        if !view.is_leaf() {
-            let (_, child, _) = view.branch_entry(i)?;
-            verify_links(map, &child, txid, catalog, depth + 1)?;
-            continue;
-        }
-        match view.leaf_entry(i)?.1 {
-            LeafVal::Inline(v) if catalog => {
-                let root = bucket_link(v, link.pgid)?;
-                verify_links(map, &root, txid, false, 0)?;
-            }
-            LeafVal::Overflow { link: o, len } if o.txid == txid => {
-                map.overflow(&o, len)?;
-            }
-            _ => {}
-        }
     }
     Ok(())
 }

@@ -28,7 +28,6 @@ pub struct Freelist {
 }
 
 impl Freelist {
-    #[cfg(test)]
     pub fn free_pages(&self) -> u64 {
         self.pages
     }
@@ -55,6 +54,64 @@ impl Freelist {
         }
         self.pages -= n;
         Some(start)
+    }
+
+    /// Takes up to `n` pages as few runs as it can, appending them to
+    /// `out`: the best fit if one extent holds them all, otherwise the
+    /// longest extents first, none shorter than `min_run`. Returns the pages
+    /// taken; the caller gets the rest elsewhere (the file's tail).
+    /// Contiguous runs matter: a commit's pages are written and synced one
+    /// request per run, and a request costs as much as tens of pages.
+    pub fn allocate_runs(&mut self, n: u64, min_run: u64, out: &mut Vec<Extent>) -> u64 {
+        if n == 0 {
+            return 0;
+        }
+        if let Some(start) = self.allocate(n) {
+            out.push(Extent { start, len: n });
+            return n;
+        }
+        let mut taken = 0;
+        while taken < n {
+            let Some(&(len, start)) = self.by_len.iter().next_back() else {
+                break;
+            };
+            if len < min_run.max(1) {
+                break;
+            }
+            let len = len.min(n - taken);
+            let got = self.allocate_at(start, len);
+            out.push(got);
+            taken += len;
+        }
+        taken
+    }
+
+    /// Takes `n` pages if one extent holds them (best fit), or else the
+    /// start of the longest extent if it has at least `min` pages.
+    pub fn allocate_up_to(&mut self, n: u64, min: u64) -> Option<Extent> {
+        if let Some(start) = self.allocate(n) {
+            return Some(Extent { start, len: n });
+        }
+        let &(len, start) = self.by_len.iter().next_back()?;
+        if len < min.max(1) {
+            return None;
+        }
+        Some(self.allocate_at(start, len.min(n)))
+    }
+
+    /// Takes the first `n` pages of the free extent starting at `start`.
+    fn allocate_at(&mut self, start: u64, n: u64) -> Extent {
+        let len = *self
+            .by_start
+            .get(&start)
+            .expect("a free extent starts here");
+        assert!(n > 0 && n <= len);
+        self.remove(start, len);
+        if len > n {
+            self.insert(start + n, len - n);
+        }
+        self.pages -= n;
+        Extent { start, len: n }
     }
 
     /// Returns pages to the free set, merging with free neighbours.
@@ -141,6 +198,27 @@ mod tests {
         assert_eq!(f.allocate(2), None);
         assert_eq!(f.allocate(1), Some(24));
         assert_eq!(f.free_pages(), 0);
+    }
+
+    #[test]
+    fn runs_prefer_one_extent_then_the_longest() {
+        let mut f = Freelist::default();
+        for (start, len) in [(10, 3), (20, 8), (40, 5), (60, 1)] {
+            f.free(Extent { start, len });
+        }
+        let mut out = Vec::new();
+        assert_eq!(f.allocate_runs(4, 2, &mut out), 4);
+        assert_eq!(out, [Extent { start: 40, len: 4 }], "best fit");
+        out.clear();
+        assert_eq!(f.allocate_runs(12, 2, &mut out), 11);
+        assert_eq!(
+            out,
+            [Extent { start: 20, len: 8 }, Extent { start: 10, len: 3 }],
+            "longest first, none below the minimum run"
+        );
+        assert_eq!(f.free_pages(), 2);
+        assert_eq!(f.allocate_up_to(5, 2), None);
+        assert_eq!(f.allocate_up_to(5, 1), Some(Extent { start: 60, len: 1 }));
     }
 
     #[test]

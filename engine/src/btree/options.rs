@@ -31,6 +31,12 @@ pub struct Options {
     pub grow_step_min_bytes: u64,
     /// Default 256 MiB.
     pub grow_step_max_bytes: u64,
+    /// Every this many commits, a commit also writes its commit point to a
+    /// fixed meta page (a checkpoint), so open follows at most this many
+    /// commit records and the records before it are freed. Between
+    /// checkpoints a commit is one contiguous write. Default 64; at least 1
+    /// (1: every commit writes a meta page too).
+    pub checkpoint_interval_commits: u32,
 }
 
 impl Default for Options {
@@ -41,6 +47,7 @@ impl Default for Options {
             initial_size_bytes: 1 << 20,
             grow_step_min_bytes: 1 << 20,
             grow_step_max_bytes: 256 << 20,
+            checkpoint_interval_commits: 64,
         }
     }
 }
@@ -65,6 +72,11 @@ impl Options {
                 "grow steps {}..{} are empty or inverted",
                 self.grow_step_min_bytes, self.grow_step_max_bytes
             )));
+        }
+        if self.checkpoint_interval_commits == 0 {
+            return Err(Error::InvalidOptions(
+                "checkpoint_interval_commits must be at least 1".into(),
+            ));
         }
         Ok(())
     }

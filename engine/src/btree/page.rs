@@ -10,6 +10,8 @@ pub const KIND_META: u8 = 1;
 pub const KIND_BRANCH: u8 = 2;
 pub const KIND_LEAF: u8 = 3;
 pub const KIND_OVERFLOW: u8 = 4;
+/// Kind 5 was version 1's freelist; no longer written.
+pub const KIND_COMMIT: u8 = 6;
 
 pub fn kind_name(kind: u8) -> &'static str {
     match kind {
@@ -17,6 +19,7 @@ pub fn kind_name(kind: u8) -> &'static str {
         KIND_BRANCH => "branch",
         KIND_LEAF => "leaf",
         KIND_OVERFLOW => "overflow",
+        KIND_COMMIT => "commit record",
         _ => "unknown",
     }
 }

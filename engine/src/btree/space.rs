@@ -8,6 +8,7 @@
 
 use super::db::bucket_link;
 use super::error::{Error, Result};
+use super::freelist::Extent;
 use super::mapping::{overflow_span, Mapping};
 use super::meta::Meta;
 use super::node::{LeafVal, PageView};
@@ -45,16 +46,20 @@ impl PageSet {
     }
 }
 
-/// Every page reachable from `meta`'s commit: tree pages of the catalog and
-/// of every bucket, and overflow spans. Pages are checked against their
-/// links as they are read. A page outside `[2, high_water)` or reachable
-/// twice is corruption.
-pub fn reachable(map: &Mapping, meta: &Meta) -> Result<PageSet> {
+/// Every page `meta`'s commit uses: tree pages of the catalog and of every
+/// bucket, overflow spans, and `commit_pages` (the commit records since the
+/// last checkpoint and the reservation for the next commit). Pages are
+/// checked against their links as they are read. A page outside
+/// `[2, high_water)` or used twice is corruption.
+pub fn reachable(map: &Mapping, meta: &Meta, commit_pages: &[Extent]) -> Result<PageSet> {
     let mut walk = Reach {
         map,
         used: PageSet::new(meta.high_water),
         high_water: meta.high_water,
     };
+    for e in commit_pages {
+        walk.claim(e.start, e.len)?;
+    }
     walk.claim(meta.catalog.pgid, 1)?;
     walk.node(&meta.catalog, true, 0)?;
     Ok(walk.used)

@@ -24,6 +24,11 @@ pub struct Stats {
     pub branch_pages: u64,
     pub leaf_pages: u64,
     pub overflow_pages: u64,
+    /// Commit records since the last checkpoint, and the pages reserved for
+    /// the next commit.
+    pub commit_pages: u64,
+    /// Pages reserved for the next commit's record and first data pages.
+    pub reservation: std::ops::Range<u64>,
     /// Pages below the high-water mark that no link reaches.
     pub free_pages: u64,
     pub buckets: Vec<BucketStats>,
@@ -42,6 +47,11 @@ impl Db {
             branch_pages: w.catalog.branch_pages,
             leaf_pages: w.catalog.leaf_pages,
             overflow_pages: 0,
+            commit_pages: w.report.commit_pages,
+            reservation: {
+                let meta = rx.snapshot().meta;
+                meta.next..meta.next + meta.next_len as u64
+            },
             free_pages: w.report.pages_free,
             buckets: Vec::new(),
         };
