@@ -111,8 +111,8 @@ struct Cell {
 
 /// The device's own latency for what the WAL does per batch, without the
 /// WAL: a sequential `pwrite` of `size` bytes into a zero-filled,
-/// preallocated file, then `fdatasync`. Median and p99 of `n` rounds.
-fn raw_fdatasync(dir: &Path, size: usize, n: usize) -> (f64, f64) {
+/// preallocated file, then `fdatasync`. Returns `n` samples in µs.
+fn raw_fdatasync(dir: &Path, size: usize, n: usize) -> Vec<f64> {
     let path = dir.join(format!("raw-fdatasync-{size}"));
     let span = 8u64 << 20;
     let file = OpenOptions::new()
@@ -130,7 +130,7 @@ fn raw_fdatasync(dir: &Path, size: usize, n: usize) -> (f64, f64) {
         file.sync_all().unwrap();
     }
     let buf = vec![0x5au8; size];
-    let mut at = 0u64;
+    let mut at = (n as u64 * size as u64 * 7) % span;
     let mut lat = Vec::with_capacity(n);
     for _ in 0..n {
         if at + size as u64 > span {
@@ -142,8 +142,12 @@ fn raw_fdatasync(dir: &Path, size: usize, n: usize) -> (f64, f64) {
         lat.push(t.elapsed().as_secs_f64() * 1e6);
         at += size as u64;
     }
-    lat.sort_by(f64::total_cmp);
-    (lat[n / 2], lat[n * 99 / 100])
+    lat
+}
+
+fn p50_p99(mut v: Vec<f64>) -> (f64, f64) {
+    v.sort_by(f64::total_cmp);
+    (v[v.len() / 2], v[v.len() * 99 / 100])
 }
 
 /// The btree benchmark's definition, for comparison: rewrite one 4 KiB
@@ -307,9 +311,13 @@ fn cell(
     appenders: usize,
     args: &Args,
 ) -> Cell {
-    let (raw_p50_us, raw_p99_us) = raw_fdatasync(dir, size, 300);
+    // The reference brackets the cell: half of the samples right before
+    // it, half right after.
+    let mut raw = raw_fdatasync(dir, size, 150);
     let (records_per_s, fsyncs_per_s, records_per_fsync, hist, wal_fsync_p50_us) =
         run_cell(wal, rt, model, size, appenders, args);
+    raw.extend(raw_fdatasync(dir, size, 150));
+    let (raw_p50_us, raw_p99_us) = p50_p99(raw);
     let c = Cell {
         model,
         path: wal.io_path(),
@@ -635,8 +643,8 @@ fn render(
          threads calling `Wal::append_wait` (which writes the batch itself when no write is in progress), or tokio tasks awaiting the ticket on a 2-worker runtime (a gRPC server's \
          clients are tasks). *To durable* is measured by the appender, from the `append` call until the wait returns. \
          *WAL write+fsync* is the writer's own duration of one batch's write and fdatasync (the `fsync_ns` metric). \
-         *Raw fdatasync* is the device without the WAL, measured right before the cell: 300 sequential `pwrite`s of the \
-         record size into a zero-filled file, each followed by `fdatasync`. For reference, rewriting one 4 KiB block in \
+         *Raw fdatasync* is the device without the WAL, measured around the cell (150 samples right before it, 150 right \
+         after): sequential `pwrite`s of the record size into a zero-filled file, each followed by `fdatasync`. For reference, rewriting one 4 KiB block in \
          place + fdatasync (results/btree.md's definition) took a median of {overwrite_before:.0} µs before the run and \
          {overwrite_after:.0} µs after it.\n",
         args.secs, args.warmup_secs
