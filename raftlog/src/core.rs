@@ -535,6 +535,8 @@ impl Core {
         }
         if self.raw.has_ready() {
             self.handle_ready(&mut work)?;
+            // A confirmed read index may already be applied.
+            self.reads.release(self.sm_applied, &mut self.reads_ready);
         }
         work.messages.append(&mut self.outbox);
         work.persist.append(&mut self.persist_out);

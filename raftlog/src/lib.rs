@@ -18,7 +18,9 @@
 //! - [`snapshot`]: snapshot files and their streaming
 //! - [`read_index`]: batched ReadIndex bookkeeping
 //! - [`core`]: the I/O-free driver around `RawNode`
-//! - [`node`]: the threaded node (raft loop, persistence, apply, transport)
+//! - [`node`]: the threaded node (raft loop, WAL, transport) and its handle
+//! - `apply`: the apply worker that owns the state machine
+//! - [`pending`]: one-shot results of proposals, reads and requests
 //! - [`transport`]: the peer transport trait, TCP, and the faulty test network
 //! - [`sim`]: the deterministic cluster simulator the tests run
 //! - [`kv`]: a small KV state machine for tests and benchmarks
@@ -28,6 +30,7 @@
 // their generated API is meant to be used.
 #![allow(clippy::field_reassign_with_default)]
 
+mod apply;
 pub mod cluster;
 pub mod config;
 pub mod core;
@@ -35,6 +38,9 @@ pub mod error;
 pub mod kv;
 pub mod linearizability;
 pub mod log_bridge;
+pub mod log_store;
+pub mod node;
+pub mod pending;
 pub mod read_index;
 pub mod record;
 pub mod sim;
@@ -43,7 +49,10 @@ pub mod state_machine;
 pub mod storage;
 pub mod transport;
 
+pub use crate::cluster::{ClusterState, InitialCluster};
 pub use crate::config::Config;
 pub use crate::error::{Error, Result};
+pub use crate::node::{Node, NodeConfig};
+pub use crate::pending::Pending;
 pub use crate::state_machine::{Committed, MembershipChange, Payload, ProposalId, StateMachine};
 pub use raft;

@@ -1,0 +1,131 @@
+//! The apply worker: the thread that owns the state machine.
+//!
+//! It applies committed entries in order, answers the proposals this node
+//! made, installs snapshots received from a leader, and writes a snapshot
+//! every `snapshot_interval_entries` (or when a follower needs a newer one).
+//! Running apart from the raft loop keeps a slow apply (a large transaction,
+//! a B+tree commit) from delaying heartbeats and appends.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, Sender};
+use parking_lot::Mutex;
+use raft::eraftpb::{ConfState, Snapshot};
+
+use crate::error::Error;
+use crate::pending::Resolver;
+use crate::snapshot::SnapDir;
+use crate::state_machine::{Committed, Payload, ProposalId, StateMachine};
+use crate::storage::snapshot_metadata;
+
+pub(crate) enum ApplyTask {
+    Apply(Vec<Committed>),
+    Install(Snapshot),
+    SnapshotNow,
+}
+
+/// What the apply worker reports to the raft loop.
+pub(crate) enum Report {
+    Applied(u64),
+    SnapshotTaken(Snapshot),
+    Failed(String),
+}
+
+/// Proposals of this node waiting for their entry to be applied.
+pub(crate) type Waiters = Mutex<HashMap<ProposalId, Resolver<Bytes>>>;
+
+pub(crate) struct ApplyWorker<S: StateMachine> {
+    pub id: u64,
+    pub sm: S,
+    pub snaps: SnapDir,
+    pub waiters: Arc<Waiters>,
+    pub reports: Sender<Report>,
+    pub snapshot_interval: u64,
+    pub last_snapshot: u64,
+    /// Configuration and term as of the applied index, for snapshots.
+    pub conf: ConfState,
+    pub term: u64,
+}
+
+impl<S: StateMachine> ApplyWorker<S> {
+    pub fn run(mut self, tasks: Receiver<ApplyTask>) {
+        for task in tasks {
+            let result = match task {
+                ApplyTask::Apply(entries) => self.apply(entries),
+                ApplyTask::Install(snap) => self.install(&snap),
+                ApplyTask::SnapshotNow => self.snapshot(),
+            };
+            if let Err(e) = result {
+                tracing::error!(id = format!("{:x}", self.id), "apply worker stops: {e}");
+                let _ = self.reports.send(Report::Failed(e.to_string()));
+                return;
+            }
+        }
+    }
+
+    fn apply(&mut self, entries: Vec<Committed>) -> Result<(), Error> {
+        let Some(last) = entries.last().map(|e| e.index) else {
+            return Ok(());
+        };
+        for e in &entries {
+            let replay = e.index <= self.sm.applied_index();
+            let response = self
+                .sm
+                .apply(e)
+                .map_err(|err| Error::StateMachine(format!("entry {}: {err}", e.index)))?;
+            if let Payload::Membership { conf_state, .. } = &e.payload {
+                self.conf = conf_state.clone();
+            }
+            self.term = e.term;
+            if replay {
+                continue;
+            }
+            if let Some(p) = e.proposal.filter(|p| p.node == self.id) {
+                if let Some(waiter) = self.waiters.lock().remove(&p) {
+                    waiter.resolve(Ok(response));
+                }
+            }
+        }
+        let _ = self
+            .reports
+            .send(Report::Applied(last.max(self.sm.applied_index())));
+        if self.sm.applied_index() >= self.last_snapshot + self.snapshot_interval {
+            self.snapshot()?;
+        }
+        Ok(())
+    }
+
+    fn install(&mut self, snap: &Snapshot) -> Result<(), Error> {
+        let meta = snap.get_metadata();
+        let path = self.snaps.path_of(meta.index, meta.term);
+        let (_, mut payload) = self.snaps.open_payload(&path)?;
+        self.sm
+            .restore_snapshot(&mut payload, meta.index, meta.term)
+            .map_err(|e| Error::StateMachine(format!("restoring snapshot {}: {e}", meta.index)))?;
+        self.conf = meta.get_conf_state().clone();
+        self.term = meta.term;
+        self.last_snapshot = meta.index;
+        let _ = self.reports.send(Report::Applied(meta.index));
+        Ok(())
+    }
+
+    fn snapshot(&mut self) -> Result<(), Error> {
+        let applied = self.sm.applied_index();
+        if applied <= self.last_snapshot {
+            return Ok(());
+        }
+        let meta = snapshot_metadata(applied, self.term, self.conf.clone());
+        let sm = &mut self.sm;
+        let snap = self.snaps.save(&meta, |w| sm.write_snapshot(w))?;
+        self.last_snapshot = applied;
+        tracing::debug!(
+            id = format!("{:x}", self.id),
+            index = applied,
+            "snapshot written"
+        );
+        let _ = self.reports.send(Report::SnapshotTaken(snap));
+        Ok(())
+    }
+}
