@@ -24,6 +24,7 @@
 //! - [`transport`]: the peer transport trait, TCP, and the faulty test network
 //! - [`sim`]: the deterministic cluster simulator the tests run
 //! - [`kv`]: a small KV state machine for tests and benchmarks
+//! - [`kv_service`]: that KV model over TCP, for process tests and benchmarks
 //! - [`linearizability`]: a WGL/Porcupine-style checker for KV histories
 
 // raft's protobuf messages are built field by field from `default()`, the way
@@ -36,6 +37,7 @@ pub mod config;
 pub mod core;
 pub mod error;
 pub mod kv;
+pub mod kv_service;
 pub mod linearizability;
 pub mod log_bridge;
 pub mod log_store;
