@@ -48,3 +48,20 @@ wal-crash-soak: deps
 .PHONY: bench-wal
 bench-wal: deps
 	$(CARGO) bench -p bench --bench wal -- --secs 1 --rounds 3
+
+# raftlog replication benchmark: 3 nodes on loopback, proposers 1/16/256 ×
+# max_inflight 1/256 × parallel leader persistence on/off, then the
+# pipelining mechanism with small messages and emulated network delay.
+# Tables go to target/raftlog-bench/; results/raft.md holds a reference run.
+.PHONY: bench-raft
+bench-raft: deps
+	$(CARGO) build --release -p raftlog --bin raftlog-bench
+	./target/release/raftlog-bench --rounds 3 --secs 3 --out target/raftlog-bench/matrix.md
+	./target/release/raftlog-bench --rounds 3 --secs 3 --proposers 256 --inflight 1,256 --persist on \
+		--msg-kib 4,1024 --delay-ms 0,1 --out target/raftlog-bench/pipelining.md
+
+# raftlog's process crash test and simulator scenarios at soak scale.
+.PHONY: raft-crash-soak
+raft-crash-soak: deps
+	RAFTLOG_CRASH_KILLS=500 $(CARGO) test --release -p raftlog --test process_crash -- --nocapture
+	RAFTLOG_SIM_SEEDS=300 $(CARGO) test --release -p raftlog --test sim_cluster -- --nocapture

@@ -64,6 +64,9 @@ pub struct NodeConfig {
     pub apply_queue_max: usize,
     /// Events (messages, reads, admin requests) queued for the raft loop.
     pub event_queue_max: usize,
+    /// Emulated one-way network latency added by the transport (benchmarks
+    /// only; zero in production).
+    pub emulated_one_way_delay: Duration,
 }
 
 impl NodeConfig {
@@ -86,6 +89,7 @@ impl NodeConfig {
             wal: engine::wal::Options::default(),
             apply_queue_max: 1024,
             event_queue_max: 65536,
+            emulated_one_way_delay: Duration::ZERO,
         }
     }
 }
@@ -211,6 +215,7 @@ impl Node {
             &cfg.initial_cluster.token,
         );
         tcp.snapshot_chunk_bytes = cfg.raft.snapshot_chunk_bytes;
+        tcp.one_way_delay = cfg.emulated_one_way_delay;
         let transport = Arc::new(TcpTransport::start(
             tcp,
             Arc::new(NodeInbox(events_tx.clone())),

@@ -46,6 +46,12 @@ struct Args {
     persist: Vec<String>,
     #[arg(long, default_value_t = 256)]
     value_bytes: usize,
+    /// `max_size_per_msg` values (KiB) to compare.
+    #[arg(long, value_delimiter = ',', default_value = "1024")]
+    msg_kib: Vec<u64>,
+    /// Emulated one-way network delays (ms) to compare; 0 is plain loopback.
+    #[arg(long, value_delimiter = ',', default_value = "0")]
+    delay_ms: Vec<f64>,
     /// Where the nodes' data directories go (must be on the disk to measure).
     #[arg(long, default_value = "target/raftlog-bench")]
     dir: PathBuf,
@@ -56,6 +62,8 @@ struct Args {
 
 #[derive(Clone, Debug)]
 struct Cell {
+    delay_ms: f64,
+    msg_kib: u64,
     proposers: usize,
     inflight: usize,
     parallel: bool,
@@ -99,6 +107,7 @@ fn start_cluster(dir: &Path, cell: &Cell) -> anyhow::Result<(Vec<Node>, usize)> 
         raft.tick_interval = Duration::from_millis(50);
         raft.election_tick = 20;
         raft.max_inflight_msgs = cell.inflight;
+        raft.max_size_per_msg = cell.msg_kib << 10;
         raft.parallel_leader_persist = cell.parallel;
         // No snapshots during a measurement.
         raft.snapshot_interval_entries = 10_000_000;
@@ -109,6 +118,7 @@ fn start_cluster(dir: &Path, cell: &Cell) -> anyhow::Result<(Vec<Node>, usize)> 
             raftlog::cluster::url_host_port(url),
         );
         cfg.wal.segment_bytes = 256 << 20;
+        cfg.emulated_one_way_delay = Duration::from_secs_f64(cell.delay_ms / 1000.0);
         nodes.push(Node::open(cfg, SharedKv::new())?);
     }
     // Elect the first node so every cell measures the same topology.
@@ -256,19 +266,25 @@ fn main() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
     let mut cells = Vec::new();
-    for persist in &args.persist {
-        let parallel = match persist.as_str() {
-            "on" => true,
-            "off" => false,
-            p => bail!("--persist {p}: expected on or off"),
-        };
-        for &inflight in &args.inflight {
-            for &proposers in &args.proposers {
-                cells.push(Cell {
-                    proposers,
-                    inflight,
-                    parallel,
-                });
+    for &delay_ms in &args.delay_ms {
+        for &msg_kib in &args.msg_kib {
+            for persist in &args.persist {
+                let parallel = match persist.as_str() {
+                    "on" => true,
+                    "off" => false,
+                    p => bail!("--persist {p}: expected on or off"),
+                };
+                for &inflight in &args.inflight {
+                    for &proposers in &args.proposers {
+                        cells.push(Cell {
+                            delay_ms,
+                            msg_kib,
+                            proposers,
+                            inflight,
+                            parallel,
+                        });
+                    }
+                }
             }
         }
     }
@@ -279,8 +295,8 @@ fn main() -> anyhow::Result<()> {
         for (i, cell) in cells.iter().enumerate() {
             let s = run_cell(&args, cell, &args.dir.join("run"))?;
             eprintln!(
-                "round {round} {:?}: {:.0} ops/s p50 {:.0} µs p99 {:.0} µs, leader {:.0} fsyncs/s ({:.1} entries each)",
-                cell, s.ops_per_sec, s.p50_us, s.p99_us, s.leader_fsyncs_per_sec, s.entries_per_leader_fsync
+                "round {round} {cell:?}: {:.0} ops/s p50 {:.0} µs p99 {:.0} µs, leader {:.0} fsyncs/s ({:.1} entries each)",
+                s.ops_per_sec, s.p50_us, s.p99_us, s.leader_fsyncs_per_sec, s.entries_per_leader_fsync
             );
             samples[i].push(s);
         }
@@ -288,18 +304,23 @@ fn main() -> anyhow::Result<()> {
     let fsync_after = raw_fdatasync_us(&args.dir)?;
     let med =
         |i: usize, f: fn(&Sample) -> f64| median(&mut samples[i].iter().map(f).collect::<Vec<_>>());
+    let persist_name = |parallel: bool| if parallel { "parallel" } else { "before send" };
+    let same = |a: &Cell, b: &Cell| {
+        a.delay_ms == b.delay_ms && a.msg_kib == b.msg_kib && a.proposers == b.proposers
+    };
     let mut md = String::new();
     let command = std::env::args().collect::<Vec<_>>().join(" ");
-    md.push_str("| leader persist | max_inflight | proposers | ops/s | p50 µs | p99 µs | leader fsyncs/s | entries/leader fsync | follower fsyncs/s |\n");
-    md.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    md.push_str(
+        "| one-way delay | max msg | leader persist | max_inflight | proposers | ops/s | p50 µs | p99 µs \
+         | leader fsyncs/s | entries/leader fsync | follower fsyncs/s |\n",
+    );
+    md.push_str("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for (i, c) in cells.iter().enumerate() {
         md.push_str(&format!(
-            "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1} | {:.0} |\n",
-            if c.parallel {
-                "parallel"
-            } else {
-                "before send"
-            },
+            "| {} ms | {} KiB | {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1} | {:.0} |\n",
+            c.delay_ms,
+            c.msg_kib,
+            persist_name(c.parallel),
             c.inflight,
             c.proposers,
             med(i, |s| s.ops_per_sec),
@@ -311,49 +332,40 @@ fn main() -> anyhow::Result<()> {
         ));
     }
     md.push_str("\nPipelining (max_inflight 256 ÷ 1, throughput medians):\n\n");
-    md.push_str("| leader persist | proposers | ×throughput |\n|---|---:|---:|\n");
-    for (i, c) in cells.iter().enumerate() {
-        if c.inflight != 1 {
-            continue;
-        }
+    md.push_str("| one-way delay | max msg | leader persist | proposers | ×throughput |\n|---:|---:|---|---:|---:|\n");
+    for (i, c) in cells.iter().enumerate().filter(|(_, c)| c.inflight == 1) {
         if let Some(j) = cells
             .iter()
-            .position(|d| d.inflight != 1 && d.proposers == c.proposers && d.parallel == c.parallel)
+            .position(|d| d.inflight != 1 && d.parallel == c.parallel && same(c, d))
         {
+            let ratio = med(j, |s| s.ops_per_sec) / med(i, |s| s.ops_per_sec);
             md.push_str(&format!(
-                "| {} | {} | {:.2} |\n",
-                if c.parallel {
-                    "parallel"
-                } else {
-                    "before send"
-                },
-                c.proposers,
-                med(j, |s| s.ops_per_sec) / med(i, |s| s.ops_per_sec)
+                "| {} ms | {} KiB | {} | {} | {ratio:.2} |\n",
+                c.delay_ms,
+                c.msg_kib,
+                persist_name(c.parallel),
+                c.proposers
             ));
         }
     }
     md.push_str("\nParallel leader persistence (on ÷ off, throughput medians):\n\n");
-    md.push_str("| max_inflight | proposers | ×throughput |\n|---:|---:|---:|\n");
-    for (i, c) in cells.iter().enumerate() {
-        if !c.parallel {
-            continue;
-        }
+    md.push_str("| one-way delay | max msg | max_inflight | proposers | ×throughput |\n|---:|---:|---:|---:|---:|\n");
+    for (i, c) in cells.iter().enumerate().filter(|(_, c)| c.parallel) {
         if let Some(j) = cells
             .iter()
-            .position(|d| !d.parallel && d.proposers == c.proposers && d.inflight == c.inflight)
+            .position(|d| !d.parallel && d.inflight == c.inflight && same(c, d))
         {
+            let ratio = med(i, |s| s.ops_per_sec) / med(j, |s| s.ops_per_sec);
             md.push_str(&format!(
-                "| {} | {} | {:.2} |\n",
-                c.inflight,
-                c.proposers,
-                med(i, |s| s.ops_per_sec) / med(j, |s| s.ops_per_sec)
+                "| {} ms | {} KiB | {} | {} | {ratio:.2} |\n",
+                c.delay_ms, c.msg_kib, c.inflight, c.proposers
             ));
         }
     }
     md.push_str(&format!(
-        "\nRaw 4 KiB write + fdatasync on the same disk: median {fsync_us:.0} µs before the matrix, {fsync_after:.0} µs after.\n\
-         {} rounds, {} s measured per cell and round after {} s of warm-up, {} B values.\n\
-         Command: `{command}`\n",
+        "\nRaw 4 KiB write + fdatasync on the same disk: median {fsync_us:.0} µs before the matrix, \
+         {fsync_after:.0} µs after. {} rounds, {} s measured per cell and round after {} s of warm-up, \
+         {} B values.\n\nCommand: `{command}`\n",
         args.rounds, args.secs, args.warmup_secs, args.value_bytes
     ));
     println!("{md}");

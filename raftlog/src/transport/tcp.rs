@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use protobuf::Message as _;
@@ -51,6 +51,10 @@ pub struct TcpConfig {
     pub snapshot_chunk_bytes: usize,
     /// How long a snapshot sender waits for the receiver's verdict.
     pub snapshot_ack_timeout: Duration,
+    /// Holds every message this long before it is written: emulates a
+    /// network with this one-way latency on loopback (benchmarks only).
+    /// Default zero.
+    pub one_way_delay: Duration,
 }
 
 impl TcpConfig {
@@ -66,12 +70,16 @@ impl TcpConfig {
             backoff_max: Duration::from_millis(500),
             snapshot_chunk_bytes: 1 << 20,
             snapshot_ack_timeout: Duration::from_secs(60),
+            one_way_delay: Duration::ZERO,
         }
     }
 }
 
+// Nearly every item is a message; boxing them to shrink the rare notice
+// would cost an allocation per message.
+#[allow(clippy::large_enum_variant)]
 enum Outgoing {
-    Msg(Message),
+    Msg(Message, Instant),
     Removed,
 }
 
@@ -166,7 +174,7 @@ impl Transport for TcpTransport {
         for m in msgs {
             let to = m.to;
             let sent = match peers.get(&to) {
-                Some(p) => match p.tx.try_send(Outgoing::Msg(m)) {
+                Some(p) => match p.tx.try_send(Outgoing::Msg(m, Instant::now())) {
                     Ok(()) => true,
                     Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => false,
                 },
@@ -304,23 +312,40 @@ impl Writer {
         self.stop.load(Ordering::SeqCst) || self.inner.stop.load(Ordering::SeqCst)
     }
 
+    /// With an emulated delay, a message is due `one_way_delay` after it was
+    /// queued; the first one not yet due is held for the next frame.
+    fn due(&self, o: &Outgoing) -> Option<Instant> {
+        let delay = self.inner.cfg.one_way_delay;
+        match o {
+            Outgoing::Msg(_, at) if !delay.is_zero() => Some(*at + delay),
+            _ => None,
+        }
+    }
+
     fn run(self) {
         let mut conn: Option<BufWriter<TcpStream>> = None;
         let mut backoff = Duration::from_millis(20);
         let mut payload = Vec::new();
+        let mut held: Option<Outgoing> = None;
         while !self.stopped() {
-            let first = match self.rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(o) => o,
-                Err(RecvTimeoutError::Timeout) => continue,
-                Err(RecvTimeoutError::Disconnected) => break,
+            let first = match held.take() {
+                Some(o) => o,
+                None => match self.rx.recv_timeout(Duration::from_millis(100)) {
+                    Ok(o) => o,
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    Err(RecvTimeoutError::Disconnected) => break,
+                },
             };
-            // Drain what is queued into one frame, up to the batch bound.
+            if let Some(due) = self.due(&first) {
+                std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            }
+            // Drain what is queued (and due) into one frame, up to the batch bound.
             payload.clear();
             let mut removed = false;
             let mut next = Some(first);
             while let Some(o) = next.take() {
                 match o {
-                    Outgoing::Msg(m) => {
+                    Outgoing::Msg(m, _) => {
                         if let Err(e) = frame::push_message(&mut payload, &m) {
                             tracing::error!("cannot encode a message to {:x}: {e}", self.to);
                         }
@@ -329,6 +354,13 @@ impl Writer {
                 }
                 if payload.len() < self.inner.cfg.batch_bytes_max {
                     next = self.rx.try_recv().ok();
+                    if next
+                        .as_ref()
+                        .and_then(|o| self.due(o))
+                        .is_some_and(|due| due > Instant::now())
+                    {
+                        held = next.take();
+                    }
                 }
             }
             if conn.is_none() {
