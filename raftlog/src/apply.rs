@@ -7,6 +7,7 @@
 //! a B+tree commit) from delaying heartbeats and appends.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -47,6 +48,8 @@ pub(crate) struct ApplyWorker<S: StateMachine> {
     /// Configuration and term as of the applied index, for snapshots.
     pub conf: ConfState,
     pub term: u64,
+    /// A snapshot file is being written (one at a time).
+    pub writing: Arc<AtomicBool>,
 }
 
 impl<S: StateMachine> ApplyWorker<S> {
@@ -111,21 +114,54 @@ impl<S: StateMachine> ApplyWorker<S> {
         Ok(())
     }
 
+    /// Captures the state now and writes the file on a thread of its own,
+    /// so applying goes on meanwhile. One snapshot at a time; a trigger
+    /// while one is being written is dropped (the next one comes soon).
     fn snapshot(&mut self) -> Result<(), Error> {
         let applied = self.sm.applied_index();
-        if applied <= self.last_snapshot {
+        if applied <= self.last_snapshot || self.writing.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
         let meta = snapshot_metadata(applied, self.term, self.conf.clone());
-        let sm = &mut self.sm;
-        let snap = self.snaps.save(&meta, |w| sm.write_snapshot(w))?;
+        let image = match self.sm.snapshot() {
+            Ok(image) => image,
+            Err(e) => {
+                self.writing.store(false, Ordering::SeqCst);
+                return Err(Error::StateMachine(format!(
+                    "capturing a snapshot at {applied}: {e}"
+                )));
+            }
+        };
         self.last_snapshot = applied;
-        tracing::debug!(
-            id = format!("{:x}", self.id),
-            index = applied,
-            "snapshot written"
+        let (snaps, reports, writing, id) = (
+            self.snaps.clone(),
+            self.reports.clone(),
+            Arc::clone(&self.writing),
+            self.id,
         );
-        let _ = self.reports.send(Report::SnapshotTaken(snap));
+        let spawned = std::thread::Builder::new()
+            .name(format!("raft-snapshot-{id:x}"))
+            .spawn(move || {
+                match snaps.save(&meta, image) {
+                    Ok(snap) => {
+                        tracing::debug!(
+                            id = format!("{id:x}"),
+                            index = applied,
+                            "snapshot written"
+                        );
+                        let _ = reports.send(Report::SnapshotTaken(snap));
+                    }
+                    // Not fatal: the log is kept until a later snapshot succeeds.
+                    Err(e) => {
+                        tracing::error!(id = format!("{id:x}"), "writing snapshot {applied}: {e}")
+                    }
+                }
+                writing.store(false, Ordering::SeqCst);
+            });
+        if let Err(e) = spawned {
+            self.writing.store(false, Ordering::SeqCst);
+            return Err(e.into());
+        }
         Ok(())
     }
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use parking_lot::Mutex;
 
-use crate::state_machine::{ApplyError, Committed, Payload, StateMachine};
+use crate::state_machine::{ApplyError, Committed, Payload, SnapshotImage, StateMachine};
 
 const TAG_PUT: u8 = 1;
 const TAG_DELETE: u8 = 2;
@@ -251,11 +251,10 @@ impl StateMachine for SharedKv {
         self.0.lock().applied
     }
 
-    fn write_snapshot(&mut self, out: &mut dyn Write) -> io::Result<()> {
-        // Small states only: the image is built under the lock.
-        let mut buf = Vec::new();
-        self.0.lock().write_image(&mut buf)?;
-        out.write_all(&buf)
+    fn snapshot(&mut self) -> io::Result<SnapshotImage> {
+        // The model is small: a copy is its read snapshot.
+        let state = self.0.lock().clone();
+        Ok(Box::new(move |out| state.write_image(out)))
     }
 
     fn restore_snapshot(&mut self, input: &mut dyn Read, index: u64, _term: u64) -> io::Result<()> {
@@ -320,9 +319,14 @@ mod tests {
         assert!(kv.apply(&committed(5, &put("a", "4"))).is_err());
 
         let mut image = Vec::new();
-        kv.write_snapshot(&mut image).unwrap();
+        let writer = kv.snapshot().unwrap();
+        // Entries applied after the capture are not in the image.
+        kv.apply(&committed(3, &put("b", "1"))).unwrap();
+        writer(&mut image).unwrap();
         let mut other = SharedKv::new();
         other.restore_snapshot(&mut image.as_slice(), 2, 1).unwrap();
+        assert_eq!(other.state().get(b"b"), None);
+        other.apply(&committed(3, &put("b", "1"))).unwrap();
         assert_eq!(*other.state(), *kv.state());
         assert_eq!(other.state().hash(), kv.state().hash());
     }

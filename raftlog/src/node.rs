@@ -255,6 +255,7 @@ impl Node {
             last_snapshot,
             conf,
             term,
+            writing: Default::default(),
         };
         let mut threads = Vec::new();
         threads.push(

@@ -720,8 +720,12 @@ impl Sim {
             return;
         }
         let meta = snapshot_metadata(applied, node.sm_term, node.sm_conf.clone());
-        let sm = &mut node.sm;
-        let snap = match node.snaps.save(&meta, |w| sm.write_snapshot(w)) {
+        let snap = match node
+            .sm
+            .snapshot()
+            .map_err(Into::into)
+            .and_then(|image| node.snaps.save(&meta, image))
+        {
             Ok(s) => s,
             Err(e) => {
                 self.violations

@@ -133,6 +133,10 @@ pub struct Committed {
 /// A fatal state-machine failure (a storage error, not a rejected command).
 pub type ApplyError = Box<dyn std::error::Error + Send + Sync>;
 
+/// An image of the state captured at one index, written into a snapshot
+/// file on a thread of its own while later entries are applied.
+pub type SnapshotImage = Box<dyn FnOnce(&mut dyn Write) -> io::Result<()> + Send>;
+
 /// The replicated state machine.
 ///
 /// Contract:
@@ -143,15 +147,18 @@ pub type ApplyError = Box<dyn std::error::Error + Send + Sync>;
 /// - The bytes `apply` returns go back to the proposer of the entry. A
 ///   command the state machine rejects (say, a failed compare) is a normal
 ///   response; `Err` means the state machine cannot go on and stops the node.
-/// - `write_snapshot` writes an image of the state at `applied_index()`;
-///   `restore_snapshot` replaces the whole state with such an image.
+/// - `snapshot` captures the state at `applied_index()` cheaply (a B+tree
+///   read transaction, a copy-on-write view) and returns the writer that
+///   streams it; the writer runs off the apply path, so it must not see
+///   entries applied after the capture. `restore_snapshot` replaces the
+///   whole state with such an image.
 pub trait StateMachine: Send + 'static {
     fn apply(&mut self, entry: &Committed) -> Result<Bytes, ApplyError>;
 
     /// The index of the last entry reflected in the state.
     fn applied_index(&self) -> u64;
 
-    fn write_snapshot(&mut self, out: &mut dyn Write) -> io::Result<()>;
+    fn snapshot(&mut self) -> io::Result<SnapshotImage>;
 
     fn restore_snapshot(&mut self, input: &mut dyn Read, index: u64, term: u64) -> io::Result<()>;
 }
