@@ -65,10 +65,27 @@ impl WriterState {
     pub fn release_pending(&mut self, oldest_reader: Option<u64>) {
         let limit = oldest_reader.unwrap_or(u64::MAX);
         let ready: Vec<u64> = self.pending.range(..=limit).map(|(&t, _)| t).collect();
+        let mut extents: Vec<Extent> = Vec::new();
         for t in ready {
-            for extent in self.pending.remove(&t).expect("key listed above") {
-                self.freelist.free(extent);
+            extents.extend(self.pending.remove(&t).expect("key listed above"));
+        }
+        // A commit frees the pages of the paths it copied, often runs that
+        // an earlier commit wrote together: merge neighbours first, so the
+        // free set sees one insertion per run instead of one per page.
+        extents.sort_unstable_by_key(|e| e.start);
+        let mut run: Option<Extent> = None;
+        for e in extents {
+            match &mut run {
+                Some(r) if r.end() == e.start => r.len += e.len,
+                _ => {
+                    if let Some(r) = run.replace(e) {
+                        self.freelist.free(r);
+                    }
+                }
             }
+        }
+        if let Some(r) = run {
+            self.freelist.free(r);
         }
     }
 }
@@ -329,17 +346,9 @@ impl<'a> PageWriter<'a> {
             Child::Dirty(node) => node,
         };
         match node.as_mut() {
-            Node::Leaf(entries) => {
-                for e in entries.iter_mut() {
-                    if let Val::Big(v) = &e.val {
-                        let len = v.len() as u32;
-                        let link = self.write_overflow(v)?;
-                        e.val = Val::Overflow { link, len };
-                    }
-                }
-            }
-            Node::Branch(entries) => {
-                for e in entries.iter_mut() {
+            Node::Leaf(leaf) => leaf.write_big(|v| self.write_overflow(v))?,
+            Node::Branch(branch) => {
+                for e in branch.entries.iter_mut() {
                     if let Child::Dirty(_) = e.child {
                         let child =
                             std::mem::replace(&mut e.child, Child::Clean(PageRef::default()));
@@ -467,7 +476,7 @@ fn dirty_nodes(child: &Child) -> u64 {
         Child::Clean(_) => 0,
         Child::Dirty(node) => match node.as_ref() {
             Node::Leaf(_) => 1,
-            Node::Branch(entries) => 1 + entries.iter().map(|e| dirty_nodes(&e.child)).sum::<u64>(),
+            Node::Branch(b) => 1 + b.entries.iter().map(|e| dirty_nodes(&e.child)).sum::<u64>(),
         },
     }
 }
@@ -500,7 +509,7 @@ pub(crate) fn commit(
             freed: &mut freed,
             page_size: ps,
         };
-        let placeholder = Val::Inline(vec![0u8; PAGE_REF_LEN]);
+        let placeholder = Val::Inline(&[0u8; PAGE_REF_LEN]);
         tree::insert(&mut ctx, &mut catalog, name, placeholder)?;
     }
     let nodes = buckets.iter().map(|(_, r)| dirty_nodes(r)).sum::<u64>() + dirty_nodes(&catalog);
@@ -525,7 +534,7 @@ pub(crate) fn commit(
     w.plan(reserved, nodes)?;
     for (name, root) in buckets {
         let (link, _) = w.write_child(root)?;
-        let mut value = vec![0u8; PAGE_REF_LEN];
+        let mut value = [0u8; PAGE_REF_LEN];
         link.encode(&mut value);
         let mut ctx = Ctx {
             map: &map,
@@ -533,7 +542,7 @@ pub(crate) fn commit(
             page_size: ps,
         };
         // Replaces the placeholder in place: same size, no split.
-        tree::insert(&mut ctx, &mut catalog, &name, Val::Inline(value))?;
+        tree::insert(&mut ctx, &mut catalog, &name, Val::Inline(&value))?;
     }
     let (catalog, _) = w.write_child(catalog)?;
     let (unused_reserved, unused_taken) = w.unused();

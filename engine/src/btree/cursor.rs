@@ -6,7 +6,7 @@
 
 use super::error::{Error, Result};
 use super::mapping::Mapping;
-use super::node::{child_index, Child, LeafVal, Node, PageView, Val};
+use super::node::{child_index, Child, LeafVal, Node, PageView};
 use super::tree::MAX_DEPTH;
 use std::ops::Bound;
 
@@ -42,16 +42,16 @@ impl<'a> View<'a> {
     pub fn key(&self, i: usize) -> Result<&'a [u8]> {
         match *self {
             View::Page(p) => p.key(i),
-            View::Node(Node::Leaf(e)) => Ok(&e[i].key),
-            View::Node(Node::Branch(e)) => Ok(&e[i].key),
+            View::Node(Node::Leaf(l)) => Ok(l.key(i)),
+            View::Node(Node::Branch(b)) => Ok(b.key(i)),
         }
     }
 
     pub fn search(&self, key: &[u8]) -> Result<std::result::Result<usize, usize>> {
         match *self {
             View::Page(p) => p.search(key),
-            View::Node(Node::Leaf(e)) => Ok(e.binary_search_by(|x| x.key.as_slice().cmp(key))),
-            View::Node(Node::Branch(e)) => Ok(e.binary_search_by(|x| x.key.as_slice().cmp(key))),
+            View::Node(Node::Leaf(l)) => Ok(l.search(key)),
+            View::Node(Node::Branch(b)) => Ok(b.search(key)),
         }
     }
 
@@ -61,7 +61,7 @@ impl<'a> View<'a> {
                 let (_, link, _) = p.branch_entry(i)?;
                 Ok(View::Page(map.node(&link)?))
             }
-            View::Node(Node::Branch(e)) => View::open(map, &e[i].child),
+            View::Node(Node::Branch(b)) => View::open(map, &b.entries[i].child),
             View::Node(Node::Leaf(_)) => unreachable!("child of a leaf"),
         }
     }
@@ -72,9 +72,9 @@ impl<'a> View<'a> {
                 LeafVal::Inline(v) => Ok(v),
                 LeafVal::Overflow { link, len } => map.overflow(&link, len),
             },
-            View::Node(Node::Leaf(e)) => match &e[i].val {
-                Val::Inline(v) | Val::Big(v) => Ok(v),
-                Val::Overflow { link, len } => map.overflow(link, *len),
+            View::Node(Node::Leaf(l)) => match l.value(i) {
+                LeafVal::Inline(v) => Ok(v),
+                LeafVal::Overflow { link, len } => map.overflow(&link, len),
             },
             View::Node(Node::Branch(_)) => unreachable!("value of a branch"),
         }

@@ -27,35 +27,260 @@ const FLAG_OVERFLOW: u8 = 1;
 const BRANCH_DEEP: u16 = 0x8000;
 const BRANCH_KLEN_MASK: u16 = 0x7fff;
 
-/// A value as stored in a leaf.
-#[derive(Clone, Debug)]
-pub enum Val {
-    /// Stored in the leaf element.
-    Inline(Vec<u8>),
-    /// Already in the file as an overflow span written by an earlier commit.
+/// A value handed to a leaf: the bytes to store inline, the bytes of a
+/// value too large for a leaf (it gets an overflow span at commit), or a
+/// link to an overflow span already in the file.
+#[derive(Clone, Copy, Debug)]
+pub enum Val<'a> {
+    Inline(&'a [u8]),
+    Big(&'a [u8]),
     Overflow { link: PageRef, len: u32 },
-    /// Too large for a leaf; gets an overflow span at commit.
-    Big(Vec<u8>),
 }
 
-impl Val {
+/// A byte range in a node's arena.
+#[derive(Clone, Copy, Debug)]
+pub struct Span {
+    at: u32,
+    len: u32,
+}
+
+impl Span {
+    #[inline]
+    fn of<'a>(&self, arena: &'a [u8]) -> &'a [u8] {
+        &arena[self.at as usize..(self.at + self.len) as usize]
+    }
+}
+
+/// Appends `bytes` to `arena`; returns where they went.
+#[inline]
+fn push(arena: &mut Vec<u8>, bytes: &[u8]) -> Span {
+    let at = arena.len();
+    arena.extend_from_slice(bytes);
+    assert!(arena.len() <= u32::MAX as usize, "node arena beyond 4 GiB");
+    Span {
+        at: at as u32,
+        len: bytes.len() as u32,
+    }
+}
+
+/// Garbage an arena may hold before it is compacted: replaced values and
+/// removed entries leave their bytes behind until then.
+const ARENA_GARBAGE_MAX: usize = 16 << 10;
+
+/// A stored leaf value.
+#[derive(Debug)]
+pub enum Stored {
+    Inline(Span),
+    /// Already in the file as an overflow span written by an earlier commit.
+    Overflow {
+        link: PageRef,
+        len: u32,
+    },
+    /// Too large for a leaf; gets an overflow span at commit.
+    Big(Box<[u8]>),
+}
+
+impl Stored {
     fn stored_len(&self) -> usize {
         match self {
-            Val::Inline(v) => v.len(),
-            Val::Overflow { .. } | Val::Big(_) => PAGE_REF_LEN,
+            Stored::Inline(s) => s.len as usize,
+            Stored::Overflow { .. } | Stored::Big(_) => PAGE_REF_LEN,
+        }
+    }
+
+    /// The overflow span this value occupies in the file, if any.
+    pub fn overflow(&self) -> Option<(PageRef, u32)> {
+        match self {
+            Stored::Overflow { link, len } => Some((*link, *len)),
+            _ => None,
         }
     }
 }
 
 #[derive(Debug)]
-pub struct LeafEntry {
-    pub key: Vec<u8>,
-    pub val: Val,
+struct LeafEntry {
+    key: Span,
+    val: Stored,
 }
 
 impl LeafEntry {
-    pub fn size(&self) -> usize {
-        SLOT_LEN + LEAF_ELEM_HEADER + self.key.len() + self.val.stored_len()
+    fn size(&self) -> usize {
+        SLOT_LEN + LEAF_ELEM_HEADER + self.key.len as usize + self.val.stored_len()
+    }
+}
+
+/// A leaf changed by a write transaction. Keys and inline values live in
+/// one arena — at first a copy of the page it came from, then appended to —
+/// so copying a page on write costs one memcpy and an index, not an
+/// allocation per entry.
+#[derive(Debug, Default)]
+pub struct Leaf {
+    arena: Vec<u8>,
+    entries: Vec<LeafEntry>,
+    /// Encoded bytes of the entries (slots and elements).
+    size: usize,
+    /// Arena bytes the entries reference.
+    live: usize,
+}
+
+impl Leaf {
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    #[inline]
+    pub fn key(&self, i: usize) -> &[u8] {
+        self.entries[i].key.of(&self.arena)
+    }
+
+    pub fn search(&self, key: &[u8]) -> std::result::Result<usize, usize> {
+        self.entries
+            .binary_search_by(|e| compare(e.key.of(&self.arena), key))
+    }
+
+    /// The value of entry `i`: inline bytes, a big value's bytes, or its
+    /// overflow link.
+    pub fn value(&self, i: usize) -> LeafVal<'_> {
+        match &self.entries[i].val {
+            Stored::Inline(s) => LeafVal::Inline(s.of(&self.arena)),
+            Stored::Big(b) => LeafVal::Inline(b),
+            Stored::Overflow { link, len } => LeafVal::Overflow {
+                link: *link,
+                len: *len,
+            },
+        }
+    }
+
+    fn store(&mut self, val: Val<'_>) -> Stored {
+        match val {
+            Val::Inline(v) => {
+                self.live += v.len();
+                Stored::Inline(push(&mut self.arena, v))
+            }
+            Val::Big(v) => Stored::Big(v.into()),
+            Val::Overflow { link, len } => Stored::Overflow { link, len },
+        }
+    }
+
+    fn forget(&mut self, val: &Stored) {
+        if let Stored::Inline(s) = val {
+            self.live -= s.len as usize;
+        }
+    }
+
+    /// Inserts a new entry at `i` (its sorted position).
+    pub fn insert(&mut self, i: usize, key: &[u8], val: Val<'_>) {
+        self.live += key.len();
+        let key = push(&mut self.arena, key);
+        let val = self.store(val);
+        let e = LeafEntry { key, val };
+        self.size += e.size();
+        self.entries.insert(i, e);
+    }
+
+    /// Replaces the value of entry `i`; returns the old one.
+    pub fn replace(&mut self, i: usize, val: Val<'_>) -> Stored {
+        let val = self.store(val);
+        let before = self.entries[i].size();
+        let old = std::mem::replace(&mut self.entries[i].val, val);
+        self.forget(&old);
+        self.size = self.size + self.entries[i].size() - before;
+        self.maybe_compact();
+        old
+    }
+
+    /// Removes entry `i`; returns its value.
+    pub fn remove(&mut self, i: usize) -> Stored {
+        let e = self.entries.remove(i);
+        self.size -= e.size();
+        self.live -= e.key.len as usize;
+        self.forget(&e.val);
+        e.val
+    }
+
+    /// Values of every entry (to free their overflow spans).
+    pub fn values(&self) -> impl Iterator<Item = &Stored> {
+        self.entries.iter().map(|e| &e.val)
+    }
+
+    /// Big values, to be written to overflow spans: each is replaced by the
+    /// link `write` returns.
+    pub fn write_big(&mut self, mut write: impl FnMut(&[u8]) -> Result<PageRef>) -> Result<()> {
+        for e in self.entries.iter_mut() {
+            if let Stored::Big(v) = &e.val {
+                let len = v.len() as u32;
+                let link = write(v)?;
+                e.val = Stored::Overflow { link, len };
+            }
+        }
+        Ok(())
+    }
+
+    fn has_overflow(&self) -> bool {
+        self.entries
+            .iter()
+            .any(|e| !matches!(e.val, Stored::Inline(_)))
+    }
+
+    fn sizes(&self) -> Vec<usize> {
+        self.entries.iter().map(LeafEntry::size).collect()
+    }
+
+    /// Moves entries `[at, len)` into a new leaf (with its own arena).
+    fn split_off(&mut self, at: usize) -> Leaf {
+        let mut right = Leaf::default();
+        for e in self.entries.drain(at..) {
+            let key = push(&mut right.arena, e.key.of(&self.arena));
+            right.live += key.len as usize;
+            self.live -= key.len as usize;
+            let val = match e.val {
+                Stored::Inline(s) => {
+                    self.live -= s.len as usize;
+                    right.live += s.len as usize;
+                    Stored::Inline(push(&mut right.arena, s.of(&self.arena)))
+                }
+                other => other,
+            };
+            let e = LeafEntry { key, val };
+            self.size -= e.size();
+            right.size += e.size();
+            right.entries.push(e);
+        }
+        right
+    }
+
+    /// Appends every entry of `right` (all its keys are greater).
+    fn append(&mut self, right: Leaf) {
+        for e in right.entries {
+            let key = push(&mut self.arena, e.key.of(&right.arena));
+            self.live += key.len as usize;
+            let val = match e.val {
+                Stored::Inline(s) => {
+                    self.live += s.len as usize;
+                    Stored::Inline(push(&mut self.arena, s.of(&right.arena)))
+                }
+                other => other,
+            };
+            let e = LeafEntry { key, val };
+            self.size += e.size();
+            self.entries.push(e);
+        }
+    }
+
+    /// Rewrites the arena with only the live bytes once garbage piles up
+    /// (a transaction rewriting one key over and over).
+    fn maybe_compact(&mut self) {
+        if self.arena.len() - self.live <= ARENA_GARBAGE_MAX {
+            return;
+        }
+        let mut arena = Vec::with_capacity(self.live);
+        for e in self.entries.iter_mut() {
+            e.key = push(&mut arena, e.key.of(&self.arena));
+            if let Stored::Inline(s) = &mut e.val {
+                *s = push(&mut arena, s.of(&self.arena));
+            }
+        }
+        self.arena = arena;
     }
 }
 
@@ -69,7 +294,7 @@ pub enum Child {
 
 #[derive(Debug)]
 pub struct BranchEntry {
-    pub key: Vec<u8>,
+    key: Span,
     pub child: Child,
     /// For a clean child: whether it links to further pages (a branch, or a
     /// leaf with overflow values). Recomputed when a dirty child is written.
@@ -77,26 +302,115 @@ pub struct BranchEntry {
 }
 
 impl BranchEntry {
-    pub fn size(&self) -> usize {
-        SLOT_LEN + BRANCH_ELEM_HEADER + self.key.len()
+    fn size(&self) -> usize {
+        SLOT_LEN + BRANCH_ELEM_HEADER + self.key.len as usize
+    }
+}
+
+/// A branch changed by a write transaction; keys in one arena as `Leaf`.
+#[derive(Debug, Default)]
+pub struct Branch {
+    arena: Vec<u8>,
+    pub entries: Vec<BranchEntry>,
+    size: usize,
+    live: usize,
+}
+
+impl Branch {
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    #[inline]
+    pub fn key(&self, i: usize) -> &[u8] {
+        self.entries[i].key.of(&self.arena)
+    }
+
+    pub fn search(&self, key: &[u8]) -> std::result::Result<usize, usize> {
+        self.entries
+            .binary_search_by(|e| compare(e.key.of(&self.arena), key))
+    }
+
+    /// Inserts a dirty child with lower bound `key` at `i`.
+    pub fn insert(&mut self, i: usize, key: &[u8], child: Child) {
+        self.live += key.len();
+        let e = BranchEntry {
+            key: push(&mut self.arena, key),
+            child,
+            deep: true,
+        };
+        self.size += e.size();
+        self.entries.insert(i, e);
+    }
+
+    /// Lowers the bound of entry `i` (only the first child can receive a
+    /// key below its bound).
+    pub fn set_key(&mut self, i: usize, key: &[u8]) {
+        let old = self.entries[i].key.len as usize;
+        self.entries[i].key = push(&mut self.arena, key);
+        self.size = self.size + key.len() - old;
+        self.live = self.live + key.len() - old;
+    }
+
+    pub fn remove(&mut self, i: usize) -> BranchEntry {
+        let e = self.entries.remove(i);
+        self.size -= e.size();
+        self.live -= e.key.len as usize;
+        e
+    }
+
+    fn sizes(&self) -> Vec<usize> {
+        self.entries.iter().map(BranchEntry::size).collect()
+    }
+
+    fn split_off(&mut self, at: usize) -> Branch {
+        let mut right = Branch::default();
+        for mut e in self.entries.drain(at..) {
+            let key = push(&mut right.arena, e.key.of(&self.arena));
+            self.live -= key.len as usize;
+            right.live += key.len as usize;
+            self.size -= e.size();
+            e.key = key;
+            right.size += e.size();
+            right.entries.push(e);
+        }
+        right
+    }
+
+    fn append(&mut self, right: Branch) {
+        for mut e in right.entries {
+            e.key = push(&mut self.arena, e.key.of(&right.arena));
+            self.live += e.key.len as usize;
+            self.size += e.size();
+            self.entries.push(e);
+        }
     }
 }
 
 #[derive(Debug)]
 pub enum Node {
-    Leaf(Vec<LeafEntry>),
-    Branch(Vec<BranchEntry>),
+    Leaf(Leaf),
+    Branch(Branch),
 }
 
 impl Node {
     pub fn empty_leaf() -> Node {
-        Node::Leaf(Vec::new())
+        Node::Leaf(Leaf::default())
+    }
+
+    /// A branch over `children`, each with its lower bound.
+    pub fn branch(children: Vec<(Vec<u8>, Child)>) -> Node {
+        let mut b = Branch::default();
+        for (key, child) in children {
+            b.insert(b.len(), &key, child);
+        }
+        Node::Branch(b)
     }
 
     pub fn len(&self) -> usize {
         match self {
-            Node::Leaf(e) => e.len(),
-            Node::Branch(e) => e.len(),
+            Node::Leaf(l) => l.len(),
+            Node::Branch(b) => b.len(),
         }
     }
 
@@ -104,8 +418,8 @@ impl Node {
     pub fn size(&self) -> usize {
         HEADER_LEN
             + match self {
-                Node::Leaf(e) => e.iter().map(LeafEntry::size).sum::<usize>(),
-                Node::Branch(e) => e.iter().map(BranchEntry::size).sum::<usize>(),
+                Node::Leaf(l) => l.size,
+                Node::Branch(b) => b.size,
             }
     }
 
@@ -113,46 +427,99 @@ impl Node {
     /// branch always, a leaf when it holds overflow values.
     pub fn is_deep(&self) -> bool {
         match self {
-            Node::Leaf(e) => e.iter().any(|e| !matches!(e.val, Val::Inline(_))),
+            Node::Leaf(l) => l.has_overflow(),
             Node::Branch(_) => true,
         }
     }
 
     pub fn first_key(&self) -> &[u8] {
         match self {
-            Node::Leaf(e) => &e[0].key,
-            Node::Branch(e) => &e[0].key,
+            Node::Leaf(l) => l.key(0),
+            Node::Branch(b) => b.key(0),
         }
     }
 
-    /// Reads a node page into an owned node (the first step of copy-on-write).
+    /// Splits an overfull node in place (`capacity`: bytes available for
+    /// entries); returns the new right siblings with their lower bounds.
+    pub fn split(&mut self, capacity: usize, append: bool) -> Vec<(Vec<u8>, Node)> {
+        let mut out = Vec::new();
+        match self {
+            Node::Leaf(l) => {
+                for at in split_points(&l.sizes(), capacity, append).into_iter().rev() {
+                    let right = l.split_off(at);
+                    out.push((right.key(0).to_vec(), Node::Leaf(right)));
+                }
+            }
+            Node::Branch(b) => {
+                for at in split_points(&b.sizes(), capacity, append).into_iter().rev() {
+                    let right = b.split_off(at);
+                    out.push((right.key(0).to_vec(), Node::Branch(right)));
+                }
+            }
+        }
+        out.reverse();
+        out
+    }
+
+    /// Appends the entries of `right`, a sibling of the same kind whose keys
+    /// are all greater. `Err(right)` if the kinds differ.
+    pub fn append(&mut self, right: Node) -> std::result::Result<(), Node> {
+        match (self, right) {
+            (Node::Leaf(a), Node::Leaf(b)) => a.append(b),
+            (Node::Branch(a), Node::Branch(b)) => a.append(b),
+            (_, right) => return Err(right),
+        }
+        Ok(())
+    }
+
+    /// Reads a node page into an owned node (the first step of copy-on-write):
+    /// the page is copied whole and indexed.
     pub fn decode(view: &PageView<'_>) -> Result<Node> {
         let n = view.count();
+        let arena = view.buf.to_vec();
         if view.is_leaf() {
-            let mut entries = Vec::with_capacity(n + 1);
+            let mut leaf = Leaf {
+                arena,
+                entries: Vec::with_capacity(n + 1),
+                size: 0,
+                live: 0,
+            };
             for i in 0..n {
                 let (key, val) = view.leaf_entry(i)?;
+                let key = view.span_of(key);
                 let val = match val {
-                    LeafVal::Inline(v) => Val::Inline(v.to_vec()),
-                    LeafVal::Overflow { link, len } => Val::Overflow { link, len },
+                    LeafVal::Inline(v) => Stored::Inline(view.span_of(v)),
+                    LeafVal::Overflow { link, len } => Stored::Overflow { link, len },
                 };
-                entries.push(LeafEntry {
-                    key: key.to_vec(),
-                    val,
-                });
+                leaf.live += key.len as usize
+                    + match &val {
+                        Stored::Inline(s) => s.len as usize,
+                        _ => 0,
+                    };
+                let e = LeafEntry { key, val };
+                leaf.size += e.size();
+                leaf.entries.push(e);
             }
-            Ok(Node::Leaf(entries))
+            Ok(Node::Leaf(leaf))
         } else {
-            let mut entries = Vec::with_capacity(n + 1);
+            let mut branch = Branch {
+                arena,
+                entries: Vec::with_capacity(n + 1),
+                size: 0,
+                live: 0,
+            };
             for i in 0..n {
                 let (key, link, deep) = view.branch_entry(i)?;
-                entries.push(BranchEntry {
-                    key: key.to_vec(),
+                let e = BranchEntry {
+                    key: view.span_of(key),
                     child: Child::Clean(link),
                     deep,
-                });
+                };
+                branch.live += e.key.len as usize;
+                branch.size += e.size();
+                branch.entries.push(e);
             }
-            Ok(Node::Branch(entries))
+            Ok(Node::Branch(branch))
         }
     }
 
@@ -170,47 +537,50 @@ impl Node {
         Header::write(buf, pgid, txid, kind, count as u16, 1);
         let mut at = HEADER_LEN + count * SLOT_LEN;
         match self {
-            Node::Leaf(entries) => {
-                for (i, e) in entries.iter().enumerate() {
+            Node::Leaf(l) => {
+                for (i, e) in l.entries.iter().enumerate() {
                     put_u16(buf, HEADER_LEN + i * SLOT_LEN, at as u16);
+                    let key = e.key.of(&l.arena);
                     let (flags, vlen) = match &e.val {
-                        Val::Inline(v) => (0, v.len() as u32),
-                        Val::Overflow { len, .. } => (FLAG_OVERFLOW, *len),
-                        Val::Big(_) => {
+                        Stored::Inline(v) => (0, v.len),
+                        Stored::Overflow { len, .. } => (FLAG_OVERFLOW, *len),
+                        Stored::Big(_) => {
                             unreachable!("big values get overflow pages before encoding")
                         }
                     };
                     buf[at] = flags;
-                    put_u16(buf, at + 1, e.key.len() as u16);
+                    put_u16(buf, at + 1, key.len() as u16);
                     put_u32(buf, at + 3, vlen);
                     at += LEAF_ELEM_HEADER;
-                    buf[at..at + e.key.len()].copy_from_slice(&e.key);
-                    at += e.key.len();
+                    buf[at..at + key.len()].copy_from_slice(key);
+                    at += key.len();
                     match &e.val {
-                        Val::Inline(v) => {
+                        Stored::Inline(v) => {
+                            let v = v.of(&l.arena);
                             buf[at..at + v.len()].copy_from_slice(v);
                             at += v.len();
                         }
-                        Val::Overflow { link, .. } => {
+                        Stored::Overflow { link, .. } => {
                             link.encode(&mut buf[at..]);
                             at += PAGE_REF_LEN;
                         }
-                        Val::Big(_) => unreachable!(),
+                        Stored::Big(_) => unreachable!(),
                     }
                 }
             }
-            Node::Branch(entries) => {
-                for (i, e) in entries.iter().enumerate() {
+            Node::Branch(b) => {
+                for (i, e) in b.entries.iter().enumerate() {
                     put_u16(buf, HEADER_LEN + i * SLOT_LEN, at as u16);
+                    let key = e.key.of(&b.arena);
                     let deep = if e.deep { BRANCH_DEEP } else { 0 };
-                    put_u16(buf, at, e.key.len() as u16 | deep);
+                    put_u16(buf, at, key.len() as u16 | deep);
                     let Child::Clean(link) = &e.child else {
                         unreachable!("children are written before their parent")
                     };
                     link.encode(&mut buf[at + 2..]);
                     at += BRANCH_ELEM_HEADER;
-                    buf[at..at + e.key.len()].copy_from_slice(&e.key);
-                    at += e.key.len();
+                    buf[at..at + key.len()].copy_from_slice(key);
+                    at += key.len();
                 }
             }
         }
@@ -285,6 +655,16 @@ impl<'a> PageView<'a> {
 
     pub fn is_leaf(&self) -> bool {
         self.header.kind == KIND_LEAF
+    }
+
+    /// Where `part` (a slice of this page) lies in the page.
+    fn span_of(&self, part: &[u8]) -> Span {
+        let at = part.as_ptr() as usize - self.buf.as_ptr() as usize;
+        debug_assert!(at + part.len() <= self.buf.len());
+        Span {
+            at: at as u32,
+            len: part.len() as u32,
+        }
     }
 
     pub fn count(&self) -> usize {
@@ -447,26 +827,31 @@ pub fn child_index(found: std::result::Result<usize, usize>) -> usize {
 mod tests {
     use super::*;
 
+    fn leaf(entries: &[(&[u8], Val<'_>)]) -> Leaf {
+        let mut l = Leaf::default();
+        for (k, v) in entries {
+            l.insert(l.len(), k, *v);
+        }
+        l
+    }
+
     #[test]
     fn leaf_roundtrip_through_a_page() {
-        let entries = vec![
-            LeafEntry {
-                key: b"a".to_vec(),
-                val: Val::Inline(b"one".to_vec()),
-            },
-            LeafEntry {
-                key: b"b".to_vec(),
-                val: Val::Overflow {
-                    link: PageRef {
-                        pgid: 9,
-                        checksum: 1,
-                        txid: 2,
-                    },
+        let link9 = PageRef {
+            pgid: 9,
+            checksum: 1,
+            txid: 2,
+        };
+        let node = Node::Leaf(leaf(&[
+            (b"a", Val::Inline(b"one")),
+            (
+                b"b",
+                Val::Overflow {
+                    link: link9,
                     len: 9000,
                 },
-            },
-        ];
-        let node = Node::Leaf(entries);
+            ),
+        ]));
         let mut buf = vec![0u8; 4096];
         let sum = node.encode(&mut buf, 4, 1);
         let link = PageRef {
@@ -478,22 +863,57 @@ mod tests {
         let view = PageView::new(&buf, header).unwrap();
         assert_eq!(view.search(b"b").unwrap(), Ok(1));
         assert_eq!(view.search(b"ab").unwrap(), Err(1));
-        match Node::decode(&view).unwrap() {
-            Node::Leaf(e) => {
-                assert_eq!(e[0].key, b"a");
-                assert!(matches!(&e[0].val, Val::Inline(v) if v == b"one"));
-                assert!(matches!(e[1].val, Val::Overflow { len: 9000, .. }));
-            }
-            Node::Branch(_) => panic!("decoded a leaf as a branch"),
+        let Node::Leaf(mut l) = Node::decode(&view).unwrap() else {
+            panic!("decoded a leaf as a branch")
+        };
+        assert_eq!(l.key(0), b"a");
+        assert!(matches!(l.value(0), LeafVal::Inline(v) if v == b"one"));
+        assert!(matches!(l.value(1), LeafVal::Overflow { len: 9000, .. }));
+        assert_eq!(Node::Leaf(Leaf::default()).size(), HEADER_LEN);
+        // Edits after decoding keep the size accounting exact.
+        l.insert(1, b"aa", Val::Inline(b"two"));
+        let old = l.replace(0, Val::Inline(&[7; 300]));
+        assert!(old.overflow().is_none());
+        l.remove(2);
+        let node = Node::Leaf(l);
+        let mut again = vec![0u8; 4096];
+        node.encode(&mut again, 5, 2); // asserts size == bytes written
+        let view = PageView::new(&again, Header::read(&again)).unwrap();
+        assert_eq!(view.count(), 2);
+        assert_eq!(view.leaf_entry(1).unwrap().0, b"aa");
+    }
+
+    #[test]
+    fn arena_is_compacted_and_splits_keep_sizes() {
+        let mut l = Leaf::default();
+        for i in 0u32..40 {
+            l.insert(l.len(), &i.to_be_bytes(), Val::Inline(&[1; 50]));
         }
+        for round in 0..1000u32 {
+            l.replace((round % 40) as usize, Val::Inline(&[round as u8; 60]));
+        }
+        assert!(l.arena.len() - l.live <= ARENA_GARBAGE_MAX + 100);
+        let total = l.size;
+        let mut node = Node::Leaf(l);
+        let parts = node.split(1024, false);
+        let mut sum = node.size() - HEADER_LEN;
+        for (key, part) in &parts {
+            assert_eq!(key.as_slice(), part.first_key());
+            sum += part.size() - HEADER_LEN;
+        }
+        assert_eq!(sum, total);
+        let mut merged = Node::empty_leaf();
+        merged.append(node).unwrap();
+        for (_, part) in parts {
+            merged.append(part).unwrap();
+        }
+        assert_eq!(merged.size() - HEADER_LEN, total);
+        assert_eq!(merged.len(), 40);
     }
 
     #[test]
     fn damaged_slot_is_an_error_not_a_panic() {
-        let node = Node::Leaf(vec![LeafEntry {
-            key: b"k".to_vec(),
-            val: Val::Inline(vec![1; 10]),
-        }]);
+        let node = Node::Leaf(leaf(&[(b"k", Val::Inline(&[1; 10]))]));
         let mut buf = vec![0u8; 4096];
         node.encode(&mut buf, 4, 1);
         put_u16(&mut buf, HEADER_LEN, 4095);

@@ -7,7 +7,7 @@
 use super::error::{Error, Result};
 use super::freelist::Extent;
 use super::mapping::{overflow_span, Mapping};
-use super::node::{child_index, split_points, BranchEntry, Child, LeafEntry, Node, Val};
+use super::node::{child_index, Branch, Child, Node, Stored, Val};
 use super::page::HEADER_LEN;
 
 /// Deepest tree accepted: far above any real tree (fan-out ≥ 4), low enough
@@ -31,11 +31,11 @@ impl Ctx<'_> {
         self.page_size / 4
     }
 
-    fn free_val(&mut self, val: &Val) {
-        if let Val::Overflow { link, len } = val {
+    fn free_val(&mut self, val: &Stored) {
+        if let Some((link, len)) = val.overflow() {
             self.freed.push(Extent {
                 start: link.pgid,
-                len: overflow_span(*len as usize, self.page_size),
+                len: overflow_span(len as usize, self.page_size),
             });
         }
     }
@@ -65,8 +65,12 @@ fn dirty(child: &mut Child) -> &mut Node {
     }
 }
 
+fn too_deep() -> Error {
+    Error::corrupt(0, "tree deeper than any valid tree (cycle?)")
+}
+
 /// Inserts or replaces `key`.
-pub fn insert(ctx: &mut Ctx<'_>, root: &mut Child, key: &[u8], val: Val) -> Result<()> {
+pub fn insert(ctx: &mut Ctx<'_>, root: &mut Child, key: &[u8], val: Val<'_>) -> Result<()> {
     let split = insert_rec(ctx, root, key, val, true, 0)?;
     if split.is_empty() {
         return Ok(());
@@ -76,17 +80,13 @@ pub fn insert(ctx: &mut Ctx<'_>, root: &mut Child, key: &[u8], val: Val) -> Resu
         Child::Dirty(node) => node.first_key().to_vec(),
         Child::Clean(_) => unreachable!("a split root is dirty"),
     };
-    let mut entries = vec![BranchEntry {
-        key: first,
-        child: old,
-        deep: true,
-    }];
-    entries.extend(split.into_iter().map(|(key, node)| BranchEntry {
-        key,
-        child: Child::Dirty(Box::new(node)),
-        deep: true,
-    }));
-    *root = Child::Dirty(Box::new(Node::Branch(entries)));
+    let mut children = vec![(first, old)];
+    children.extend(
+        split
+            .into_iter()
+            .map(|(key, node)| (key, Child::Dirty(Box::new(node)))),
+    );
+    *root = Child::Dirty(Box::new(Node::branch(children)));
     Ok(())
 }
 
@@ -96,35 +96,26 @@ fn insert_rec(
     ctx: &mut Ctx<'_>,
     child: &mut Child,
     key: &[u8],
-    val: Val,
+    val: Val<'_>,
     rightmost: bool,
     depth: usize,
 ) -> Result<Split> {
     if depth > MAX_DEPTH {
-        return Err(Error::corrupt(
-            0,
-            "tree deeper than any valid tree (cycle?)",
-        ));
+        return Err(too_deep());
     }
     let capacity = ctx.capacity();
     let node = materialize(ctx, child)?;
     match node {
-        Node::Leaf(entries) => {
-            let append = match entries.binary_search_by(|e| e.key.as_slice().cmp(key)) {
+        Node::Leaf(leaf) => {
+            let append = match leaf.search(key) {
                 Ok(i) => {
-                    let old = std::mem::replace(&mut entries[i].val, val);
+                    let old = leaf.replace(i, val);
                     ctx.free_val(&old);
                     false
                 }
                 Err(i) => {
-                    entries.insert(
-                        i,
-                        LeafEntry {
-                            key: key.to_vec(),
-                            val,
-                        },
-                    );
-                    rightmost && i + 1 == entries.len()
+                    leaf.insert(i, key, val);
+                    rightmost && i + 1 == leaf.len()
                 }
             };
             if node.size() <= capacity {
@@ -132,16 +123,16 @@ fn insert_rec(
             }
             Ok(split_node(node, capacity, append))
         }
-        Node::Branch(entries) => {
-            let i = child_index(entries.binary_search_by(|e| e.key.as_slice().cmp(key)));
-            if key < entries[i].key.as_slice() {
+        Node::Branch(branch) => {
+            let i = child_index(branch.search(key));
+            if key < branch.key(i) {
                 // Only the first child can receive a key below its bound.
-                entries[i].key = key.to_vec();
+                branch.set_key(i, key);
             }
-            let child_rightmost = rightmost && i + 1 == entries.len();
+            let child_rightmost = rightmost && i + 1 == branch.len();
             let split = insert_rec(
                 ctx,
-                &mut entries[i].child,
+                &mut branch.entries[i].child,
                 key,
                 val,
                 child_rightmost,
@@ -152,14 +143,7 @@ fn insert_rec(
             }
             let added = split.len();
             for (j, (key, node)) in split.into_iter().enumerate() {
-                entries.insert(
-                    i + 1 + j,
-                    BranchEntry {
-                        key,
-                        child: Child::Dirty(Box::new(node)),
-                        deep: true,
-                    },
-                );
+                branch.insert(i + 1 + j, &key, Child::Dirty(Box::new(node)));
             }
             if node.size() <= capacity {
                 return Ok(Vec::new());
@@ -173,25 +157,7 @@ fn insert_rec(
 /// Splits an overfull node in place; returns the new right siblings with
 /// their lower bounds.
 fn split_node(node: &mut Node, page_size: usize, append: bool) -> Split {
-    let capacity = page_size - HEADER_LEN;
-    let mut out = Vec::new();
-    match node {
-        Node::Leaf(entries) => {
-            let sizes: Vec<usize> = entries.iter().map(LeafEntry::size).collect();
-            for at in split_points(&sizes, capacity, append).into_iter().rev() {
-                let right = entries.split_off(at);
-                out.push((right[0].key.clone(), Node::Leaf(right)));
-            }
-        }
-        Node::Branch(entries) => {
-            let sizes: Vec<usize> = entries.iter().map(BranchEntry::size).collect();
-            for at in split_points(&sizes, capacity, append).into_iter().rev() {
-                let right = entries.split_off(at);
-                out.push((right[0].key.clone(), Node::Branch(right)));
-            }
-        }
-    }
-    out.reverse();
+    let out = node.split(page_size - HEADER_LEN, append);
     assert!(
         node.size() <= page_size,
         "left part of a split overflows its page"
@@ -213,11 +179,11 @@ pub fn delete(ctx: &mut Ctx<'_>, root: &mut Child, key: &[u8]) -> Result<()> {
     // becomes an empty leaf.
     while let Child::Dirty(node) = root {
         match node.as_mut() {
-            Node::Branch(entries) if entries.len() == 1 => {
-                let only = entries.pop().expect("one entry").child;
+            Node::Branch(b) if b.len() == 1 => {
+                let only = b.remove(0).child;
                 *root = only;
             }
-            Node::Branch(entries) if entries.is_empty() => {
+            Node::Branch(b) if b.len() == 0 => {
                 *root = Child::Dirty(Box::new(Node::empty_leaf()));
             }
             _ => break,
@@ -228,69 +194,54 @@ pub fn delete(ctx: &mut Ctx<'_>, root: &mut Child, key: &[u8]) -> Result<()> {
 
 fn delete_rec(ctx: &mut Ctx<'_>, child: &mut Child, key: &[u8], depth: usize) -> Result<()> {
     if depth > MAX_DEPTH {
-        return Err(Error::corrupt(
-            0,
-            "tree deeper than any valid tree (cycle?)",
-        ));
+        return Err(too_deep());
     }
     let node = materialize(ctx, child)?;
     match node {
-        Node::Leaf(entries) => {
-            if let Ok(i) = entries.binary_search_by(|e| e.key.as_slice().cmp(key)) {
-                let removed = entries.remove(i);
-                ctx.free_val(&removed.val);
+        Node::Leaf(leaf) => {
+            if let Ok(i) = leaf.search(key) {
+                let removed = leaf.remove(i);
+                ctx.free_val(&removed);
             }
             Ok(())
         }
-        Node::Branch(entries) => {
-            let i = child_index(entries.binary_search_by(|e| e.key.as_slice().cmp(key)));
-            delete_rec(ctx, &mut entries[i].child, key, depth + 1)?;
-            rebalance(ctx, entries, i)
+        Node::Branch(branch) => {
+            let i = child_index(branch.search(key));
+            delete_rec(ctx, &mut branch.entries[i].child, key, depth + 1)?;
+            rebalance(ctx, branch, i)
         }
     }
 }
 
-/// After a delete below `entries[i]`: drop it if empty, merge it with a
+/// After a delete below child `i`: drop it if empty, merge it with a
 /// sibling if underfull (re-splitting evenly if the merge overflows).
-fn rebalance(ctx: &mut Ctx<'_>, entries: &mut Vec<BranchEntry>, i: usize) -> Result<()> {
-    let child = dirty(&mut entries[i].child);
+fn rebalance(ctx: &mut Ctx<'_>, branch: &mut Branch, i: usize) -> Result<()> {
+    let child = dirty(&mut branch.entries[i].child);
     if child.len() == 0 {
-        entries.remove(i);
+        branch.remove(i);
         return Ok(());
     }
-    if child.size() >= ctx.min_fill() || entries.len() < 2 {
+    if child.size() >= ctx.min_fill() || branch.len() < 2 {
         return Ok(());
     }
     let (l, r) = if i > 0 { (i - 1, i) } else { (i, i + 1) };
-    materialize(ctx, &mut entries[l].child)?;
-    materialize(ctx, &mut entries[r].child)?;
-    let right = entries.remove(r);
+    materialize(ctx, &mut branch.entries[l].child)?;
+    materialize(ctx, &mut branch.entries[r].child)?;
+    let right = branch.remove(r);
     let Child::Dirty(right) = right.child else {
         unreachable!("materialized above")
     };
-    let left = dirty(&mut entries[l].child);
-    match (left, *right) {
-        (Node::Leaf(a), Node::Leaf(b)) => a.extend(b),
-        (Node::Branch(a), Node::Branch(b)) => a.extend(b),
-        _ => {
-            return Err(Error::corrupt(
-                0,
-                "siblings of different kinds (leaves at unequal depths)",
-            ))
-        }
+    let left = dirty(&mut branch.entries[l].child);
+    if left.append(*right).is_err() {
+        return Err(Error::corrupt(
+            0,
+            "siblings of different kinds (leaves at unequal depths)",
+        ));
     }
-    let left = dirty(&mut entries[l].child);
     if left.size() > ctx.page_size {
         let split = split_node(left, ctx.page_size, false);
         for (j, (key, node)) in split.into_iter().enumerate() {
-            entries.insert(
-                l + 1 + j,
-                BranchEntry {
-                    key,
-                    child: Child::Dirty(Box::new(node)),
-                    deep: true,
-                },
-            );
+            branch.insert(l + 1 + j, &key, Child::Dirty(Box::new(node)));
         }
     }
     Ok(())
@@ -299,10 +250,7 @@ fn rebalance(ctx: &mut Ctx<'_>, entries: &mut Vec<BranchEntry>, i: usize) -> Res
 /// Frees every page of a tree (bucket deletion).
 pub fn free_all(ctx: &mut Ctx<'_>, child: Child, depth: usize) -> Result<()> {
     if depth > MAX_DEPTH {
-        return Err(Error::corrupt(
-            0,
-            "tree deeper than any valid tree (cycle?)",
-        ));
+        return Err(too_deep());
     }
     let node = match child {
         Child::Clean(link) => {
@@ -317,13 +265,13 @@ pub fn free_all(ctx: &mut Ctx<'_>, child: Child, depth: usize) -> Result<()> {
         Child::Dirty(node) => *node,
     };
     match node {
-        Node::Leaf(entries) => {
-            for e in &entries {
-                ctx.free_val(&e.val);
+        Node::Leaf(leaf) => {
+            for v in leaf.values() {
+                ctx.free_val(v);
             }
         }
-        Node::Branch(entries) => {
-            for e in entries {
+        Node::Branch(branch) => {
+            for e in branch.entries {
                 free_all(ctx, e.child, depth + 1)?;
             }
         }

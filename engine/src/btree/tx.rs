@@ -268,9 +268,9 @@ impl WriteTx {
         }
         let page_size = self.inner.page_size;
         let val = if inline_fits(page_size, key.len(), value.len()) {
-            Val::Inline(value.to_vec())
+            Val::Inline(value)
         } else {
-            Val::Big(value.to_vec())
+            Val::Big(value)
         };
         self.open_bucket(bucket)?;
         let open = self.buckets.get_mut(bucket).expect("opened above");
