@@ -15,9 +15,15 @@
 //! - low bit 1: exactly one entry, packed inline (the common case of a key
 //!   written once): `word = narrow(entry) << 1 | 1`.
 //! - otherwise: a pointer to a `RevBuf`, a single allocation of `u64` words:
-//!   a 3-word header (length/capacity/format, the current generation's
-//!   create revision, the latest version) and the entries, one word each
-//!   when they fit the narrow packing, two words each otherwise.
+//!   a header word (length, capacity step, layout bits), for a *meta* buffer
+//!   two more words (the current generation's create revision and the latest
+//!   version), then the entries, one word each when they fit the narrow
+//!   packing, two words each otherwise.
+//!
+//! A buffer without meta words holds no tombstone and its first entry
+//! created the key, so the create revision is its first entry and the
+//! version its length. Only keys that were deleted, or whose generation
+//! compaction trimmed, pay the two meta words.
 //!
 //! The writer appends in place: it stores the entry, then publishes the new
 //! length with `Release`; a reader loads the length with `Acquire` and reads
@@ -36,12 +42,14 @@ const NARROW_SUB_LIMIT: i64 = 1 << 15;
 /// Inline words spend one more bit on the tag.
 const INLINE_MAIN_LIMIT: i64 = 1 << 47;
 
-const HEADER_WORDS: usize = 3;
-/// Header word 0: bits 0..48 length, bits 48..63 capacity step, bit 63 wide.
-const LEN_MASK: u64 = (1 << 48) - 1;
-const STEP_SHIFT: u32 = 48;
-const STEP_MASK: u64 = 0x7fff;
+/// Header word 0: bits 0..40 length, bits 40..47 capacity step, bit 62
+/// meta words present, bit 63 wide entries.
+const LEN_MASK: u64 = (1 << 40) - 1;
+const STEP_SHIFT: u32 = 40;
+const STEP_MASK: u64 = 0x7f;
+const META_BIT: u64 = 1 << 62;
 const WIDE_BIT: u64 = 1 << 63;
+const META_WORDS: usize = 2;
 
 fn pack_narrow(e: IndexEntry) -> Option<u64> {
     debug_assert!(e.rev.main >= 0 && e.rev.sub >= 0);
@@ -76,8 +84,8 @@ const CAPS: [usize; 80] = {
     while k < 80 {
         caps[k] = cap;
         cap += cap / 2;
-        if cap > 1 << 46 {
-            cap = 1 << 46;
+        if cap > 1 << 39 {
+            cap = 1 << 39;
         }
         k += 1;
     }
@@ -98,7 +106,8 @@ pub(crate) enum Entries<'g> {
     Empty,
     Inline(IndexEntry),
     Buf {
-        words: &'g [AtomicU64],
+        /// The words after the header (and meta words).
+        slots: &'g [AtomicU64],
         len: usize,
         wide: bool,
     },
@@ -118,18 +127,7 @@ impl Entries<'_> {
         match self {
             Entries::Empty => unreachable!("no entries"),
             Entries::Inline(e) => *e,
-            Entries::Buf { words, wide, .. } => {
-                if *wide {
-                    let main = words[HEADER_WORDS + 2 * i].load(Ordering::Relaxed);
-                    let rest = words[HEADER_WORDS + 2 * i + 1].load(Ordering::Relaxed);
-                    IndexEntry {
-                        rev: Revision::new(main as i64, (rest >> 1) as i64),
-                        tombstone: rest & 1 == 1,
-                    }
-                } else {
-                    unpack_narrow(words[HEADER_WORDS + i].load(Ordering::Relaxed))
-                }
-            }
+            Entries::Buf { slots, wide, .. } => read_slot(slots, *wide, i),
         }
     }
 
@@ -175,6 +173,32 @@ impl Entries<'_> {
     }
 }
 
+fn read_slot(slots: &[AtomicU64], wide: bool, i: usize) -> IndexEntry {
+    if wide {
+        let main = slots[2 * i].load(Ordering::Relaxed);
+        let rest = slots[2 * i + 1].load(Ordering::Relaxed);
+        IndexEntry {
+            rev: Revision::new(main as i64, (rest >> 1) as i64),
+            tombstone: rest & 1 == 1,
+        }
+    } else {
+        unpack_narrow(slots[i].load(Ordering::Relaxed))
+    }
+}
+
+fn write_slot(slots: &[AtomicU64], wide: bool, i: usize, e: IndexEntry) {
+    if wide {
+        slots[2 * i].store(e.rev.main as u64, Ordering::Relaxed);
+        slots[2 * i + 1].store(
+            (e.rev.sub as u64) << 1 | e.tombstone as u64,
+            Ordering::Relaxed,
+        );
+    } else {
+        let packed = pack_narrow(e).expect("narrow buffer holds only narrow entries");
+        slots[i].store(packed, Ordering::Relaxed);
+    }
+}
+
 /// What the writer needs to know about the latest entry to write the next.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Latest {
@@ -183,6 +207,15 @@ pub struct Latest {
     pub create_main: i64,
     /// Version of the latest entry (1 for the first put of a generation).
     pub version: i64,
+}
+
+/// Whether `entries` with the given generation data can do without meta
+/// words: no tombstone, and the first entry created the key.
+fn derivable(entries: &[IndexEntry], create_main: i64, version: i64) -> bool {
+    !entries.is_empty()
+        && entries.iter().all(|e| !e.tombstone)
+        && create_main == entries[0].rev.main
+        && version == entries.len() as i64
 }
 
 pub(crate) struct KeyIndex {
@@ -201,53 +234,58 @@ impl Drop for KeyIndex {
     }
 }
 
-/// Allocates a buffer for `len` entries (at least), with the header set.
-fn alloc_buf(entries: &[IndexEntry], extra: usize, create_main: i64, version: i64) -> u64 {
+/// The word for `entries` with room for `extra` more: inline if possible,
+/// else a new buffer (with meta words unless they can be derived).
+fn build(entries: &[IndexEntry], extra: usize, create_main: i64, version: i64) -> u64 {
+    if let [only] = entries {
+        if extra == 0 && derivable(entries, create_main, version) {
+            if let Some(w) = pack_inline(*only) {
+                return w;
+            }
+        }
+    }
     let wide = entries.iter().any(|e| pack_narrow(*e).is_none());
+    let meta = !derivable(entries, create_main, version);
     let step = step_for(entries.len() + extra);
     let cap = cap_of_step(step);
     let width = if wide { 2 } else { 1 };
-    let words: Box<[AtomicU64]> = (0..HEADER_WORDS + cap * width)
-        .map(|_| AtomicU64::new(0))
-        .collect();
+    let head = 1 + if meta { META_WORDS } else { 0 };
+    let words: Box<[AtomicU64]> = (0..head + cap * width).map(|_| AtomicU64::new(0)).collect();
     for (i, e) in entries.iter().enumerate() {
-        write_slot(&words, wide, i, *e);
+        write_slot(&words[head..], wide, i, *e);
     }
     words[0].store(
-        entries.len() as u64 | step << STEP_SHIFT | if wide { WIDE_BIT } else { 0 },
+        entries.len() as u64
+            | step << STEP_SHIFT
+            | if meta { META_BIT } else { 0 }
+            | if wide { WIDE_BIT } else { 0 },
         Ordering::Relaxed,
     );
-    words[1].store(create_main as u64, Ordering::Relaxed);
-    words[2].store(version as u64, Ordering::Relaxed);
+    if meta {
+        words[1].store(create_main as u64, Ordering::Relaxed);
+        words[2].store(version as u64, Ordering::Relaxed);
+    }
     let ptr = Box::into_raw(words) as *mut AtomicU64;
     debug_assert!(ptr as usize & 7 == 0);
     ptr as u64
 }
 
-fn write_slot(words: &[AtomicU64], wide: bool, i: usize, e: IndexEntry) {
-    if wide {
-        words[HEADER_WORDS + 2 * i].store(e.rev.main as u64, Ordering::Relaxed);
-        words[HEADER_WORDS + 2 * i + 1].store(
-            (e.rev.sub as u64) << 1 | e.tombstone as u64,
-            Ordering::Relaxed,
-        );
-    } else {
-        let packed = pack_narrow(e).expect("narrow buffer holds only narrow entries");
-        words[HEADER_WORDS + i].store(packed, Ordering::Relaxed);
-    }
-}
-
 fn buf_words(header0: u64) -> usize {
     let cap = cap_of_step((header0 >> STEP_SHIFT) & STEP_MASK);
     let width = if header0 & WIDE_BIT != 0 { 2 } else { 1 };
-    HEADER_WORDS + cap * width
+    let head = 1 + if header0 & META_BIT != 0 {
+        META_WORDS
+    } else {
+        0
+    };
+    head + cap * width
 }
 
 /// # Safety
-/// `ptr` came from `alloc_buf` and is not reachable by any reader.
+/// `ptr` came from `build` and is not reachable by any reader.
 unsafe fn free_buf(ptr: *mut AtomicU64) {
-    // SAFETY: the header's capacity and format are fixed at allocation, so
-    // they give back the length the box was allocated with.
+    // SAFETY: the header's capacity and layout bits are fixed at
+    // allocation, so they give back the length the box was allocated with.
     unsafe {
         let n = buf_words((*ptr).load(Ordering::Relaxed));
         drop(Box::from_raw(std::ptr::slice_from_raw_parts_mut(ptr, n)));
@@ -255,8 +293,8 @@ unsafe fn free_buf(ptr: *mut AtomicU64) {
 }
 
 /// # Safety
-/// `ptr` came from `alloc_buf` and stays allocated for `'g` (the caller
-/// holds an epoch guard pinned before it loaded the word).
+/// `ptr` came from `build` and stays allocated for `'g` (the caller holds
+/// an epoch guard pinned before it loaded the word).
 unsafe fn buf_slice<'g>(ptr: *const AtomicU64) -> &'g [AtomicU64] {
     // SAFETY: see above; the header is initialized before the pointer is
     // published with Release and loaded with Acquire.
@@ -273,45 +311,55 @@ impl KeyIndex {
         }
     }
 
+    fn buf<'g>(&'g self, _guard: &'g Guard) -> Option<&'g [AtomicU64]> {
+        let w = self.word.load(Ordering::Acquire);
+        if w == 0 || w & 1 == 1 {
+            return None;
+        }
+        // SAFETY: the buffer is freed only through the epoch collector after
+        // the word stopped pointing at it, and `_guard` was pinned before
+        // the load above.
+        Some(unsafe { buf_slice(w as *const AtomicU64) })
+    }
+
     /// The entries as of now; valid while `guard` is pinned.
-    pub fn entries<'g>(&'g self, _guard: &'g Guard) -> Entries<'g> {
+    pub fn entries<'g>(&'g self, guard: &'g Guard) -> Entries<'g> {
         let w = self.word.load(Ordering::Acquire);
         if w == 0 {
-            Entries::Empty
-        } else if w & 1 == 1 {
-            Entries::Inline(unpack_narrow(w >> 1))
-        } else {
-            // SAFETY: the buffer is freed only through the epoch collector
-            // after the word stopped pointing at it, and `_guard` was pinned
-            // before the load above.
-            let words = unsafe { buf_slice(w as *const AtomicU64) };
-            let h = words[0].load(Ordering::Acquire);
-            Entries::Buf {
-                words,
-                len: (h & LEN_MASK) as usize,
-                wide: h & WIDE_BIT != 0,
-            }
+            return Entries::Empty;
+        }
+        if w & 1 == 1 {
+            return Entries::Inline(unpack_narrow(w >> 1));
+        }
+        let words = self.buf(guard).expect("pointer word");
+        let h = words[0].load(Ordering::Acquire);
+        let head = 1 + if h & META_BIT != 0 { META_WORDS } else { 0 };
+        Entries::Buf {
+            slots: &words[head..],
+            len: (h & LEN_MASK) as usize,
+            wide: h & WIDE_BIT != 0,
         }
     }
 
     /// The latest entry with its generation data, if it is a live put.
-    /// Writer only (the generation words are not synchronized for readers).
+    /// Writer only (the meta words are not synchronized for readers).
     pub fn latest(&self, guard: &Guard) -> Option<Latest> {
         let entries = self.entries(guard);
         let last = entries.last()?;
         if last.tombstone {
             return None;
         }
-        Some(match entries {
-            Entries::Buf { words, .. } => Latest {
+        let words = self.buf(guard);
+        Some(match words {
+            Some(words) if words[0].load(Ordering::Relaxed) & META_BIT != 0 => Latest {
                 rev: last.rev,
                 create_main: words[1].load(Ordering::Relaxed) as i64,
                 version: words[2].load(Ordering::Relaxed) as i64,
             },
             _ => Latest {
                 rev: last.rev,
-                create_main: last.rev.main,
-                version: 1,
+                create_main: entries.get(0).rev.main,
+                version: entries.len() as i64,
             },
         })
     }
@@ -329,36 +377,32 @@ impl KeyIndex {
                 last.rev
             );
         }
-        match entries {
-            Entries::Empty => {
-                if !entry.tombstone && version == 1 && create_main == entry.rev.main {
-                    if let Some(w) = pack_inline(entry) {
-                        self.word.store(w, Ordering::Release);
-                        return;
-                    }
-                }
-                self.replace(alloc_buf(&[entry], 0, create_main, version), guard);
-            }
-            Entries::Inline(old) => {
-                self.replace(alloc_buf(&[old, entry], 0, create_main, version), guard);
-            }
-            Entries::Buf { words, len, wide } => {
-                let h = words[0].load(Ordering::Relaxed);
-                let cap = cap_of_step((h >> STEP_SHIFT) & STEP_MASK);
-                if len < cap && (wide || pack_narrow(entry).is_some()) {
-                    write_slot(words, wide, len, entry);
+        if let (Entries::Buf { slots, len, wide }, Some(words)) = (entries, self.buf(guard)) {
+            let h = words[0].load(Ordering::Relaxed);
+            let cap = cap_of_step((h >> STEP_SHIFT) & STEP_MASK);
+            let meta = h & META_BIT != 0;
+            let fits = len < cap && (wide || pack_narrow(entry).is_some());
+            // Without meta words the buffer must stay derivable.
+            let keeps_layout = meta
+                || (!entry.tombstone
+                    && create_main == entries.get(0).rev.main
+                    && version == len as i64 + 1);
+            if fits && keeps_layout {
+                write_slot(slots, wide, len, entry);
+                if meta {
                     words[1].store(create_main as u64, Ordering::Relaxed);
                     words[2].store(version as u64, Ordering::Relaxed);
-                    words[0].store(h + 1, Ordering::Release);
-                } else {
-                    let mut all = entries.collect();
-                    all.push(entry);
-                    // Grow by half, as a Vec would by double, for less slack.
-                    let extra = all.len() / 2;
-                    self.replace(alloc_buf(&all, extra, create_main, version), guard);
                 }
+                words[0].store(h + 1, Ordering::Release);
+                return;
             }
         }
+        let mut all = entries.collect();
+        all.push(entry);
+        // Grow by half (a Vec doubles) for less slack; a key's second
+        // version gets an exact fit, since most keys stop there.
+        let extra = if all.len() > 2 { all.len() / 2 } else { 0 };
+        self.replace(build(&all, extra, create_main, version), guard);
     }
 
     /// Compacts at `at_rev` (etcd's keyIndex.compact): removes every entry
@@ -387,13 +431,7 @@ impl KeyIndex {
             Some(l) => (l.create_main, l.version),
             None => (0, 0),
         };
-        let w = match kept.as_slice() {
-            [only] if !only.tombstone && version == 1 && create_main == only.rev.main => {
-                pack_inline(*only).unwrap_or_else(|| alloc_buf(&kept, 0, create_main, version))
-            }
-            _ => alloc_buf(&kept, 0, create_main, version),
-        };
-        self.replace(w, guard);
+        self.replace(build(&kept, 0, create_main, version), guard);
         false
     }
 
@@ -408,6 +446,12 @@ impl KeyIndex {
                 guard.defer_unchecked(move || free_buf(ptr as *mut AtomicU64));
             }
         }
+    }
+
+    /// Bytes of the out-of-line buffer (0 for none or inline).
+    #[cfg(test)]
+    pub fn buffer_bytes(&self, guard: &Guard) -> usize {
+        self.buf(guard).map_or(0, |w| w.len() * 8)
     }
 }
 
@@ -513,6 +557,56 @@ mod tests {
         removed.clear();
         assert!(k.compact(6, &mut removed, &g));
         assert_eq!(removed, vec![put(5, 0), tomb(6, 0)]);
+    }
+
+    #[test]
+    fn meta_words_only_where_the_generation_is_not_derivable() {
+        let g = crossbeam_epoch::pin();
+        let k = KeyIndex::new();
+        k.append(put(2, 0), 2, 1, &g);
+        assert_eq!(k.buffer_bytes(&g), 0, "one version is inline");
+        k.append(put(3, 0), 2, 2, &g);
+        assert_eq!(k.buffer_bytes(&g), 8 + 2 * 8, "header and two entries");
+        for v in 3..=10 {
+            k.append(put(v + 1, 0), 2, v, &g);
+        }
+        assert_eq!(k.latest(&g).unwrap().version, 10);
+        assert_eq!(k.latest(&g).unwrap().create_main, 2);
+        // A tombstone makes the generation data explicit.
+        k.append(tomb(20, 0), 0, 0, &g);
+        k.append(put(21, 0), 21, 1, &g);
+        assert_eq!(
+            k.latest(&g).unwrap(),
+            Latest {
+                rev: Revision::new(21, 0),
+                create_main: 21,
+                version: 1
+            }
+        );
+        // (rebuilt with the tombstone, room for half as many more)
+        let entries = k.entries(&g).len() - 1;
+        assert_eq!(
+            k.buffer_bytes(&g),
+            (1 + META_WORDS + cap_of_step(step_for(entries + entries / 2))) * 8
+        );
+        // Compaction that trims a generation keeps its data.
+        let k = KeyIndex::new();
+        for v in 1..=5 {
+            k.append(put(v, 0), 1, v, &g);
+        }
+        let mut removed = Vec::new();
+        k.compact(3, &mut removed, &g);
+        assert_eq!(removed.len(), 2);
+        assert_eq!(
+            k.latest(&g).unwrap(),
+            Latest {
+                rev: Revision::new(5, 0),
+                create_main: 1,
+                version: 5
+            }
+        );
+        k.append(put(6, 0), 1, 6, &g);
+        assert_eq!(k.latest(&g).unwrap().version, 6);
     }
 
     #[test]

@@ -203,57 +203,58 @@ impl IndexWriter<'_> {
     /// Records a put of `key` at `rev` (newer than anything recorded);
     /// returns the key's create revision and version after it.
     pub fn put(&mut self, key: &[u8], rev: Revision) -> (i64, i64) {
-        let (create_main, version) = match self.latest(key) {
-            Some(l) => (l.create_main, l.version + 1),
-            None => (rev.main, 1),
+        let entry = IndexEntry {
+            rev,
+            tombstone: false,
         };
-        self.append(
-            key,
-            IndexEntry {
-                rev,
-                tombstone: false,
-            },
-            create_main,
-            version,
-        );
-        (create_main, version)
+        match self.index.map.get(key, &self.guard) {
+            Some(e) => {
+                let ki = e.value();
+                let (create_main, version) = match ki.latest(&self.guard) {
+                    Some(l) => (l.create_main, l.version + 1),
+                    None => (rev.main, 1),
+                };
+                ki.append(entry, create_main, version, &self.guard);
+                (create_main, version)
+            }
+            None => {
+                self.insert(key, entry, rev.main, 1);
+                (rev.main, 1)
+            }
+        }
     }
 
     /// Records a delete of the live `key` at `rev`.
     pub fn tombstone(&mut self, key: &[u8], rev: Revision) -> Result<(), KeyNotLive> {
-        if self.latest(key).is_none() {
+        let e = self.index.map.get(key, &self.guard).ok_or(KeyNotLive)?;
+        let ki = e.value();
+        if ki.latest(&self.guard).is_none() {
             return Err(KeyNotLive);
         }
-        self.append(
-            key,
-            IndexEntry {
-                rev,
-                tombstone: true,
-            },
-            0,
-            0,
-        );
+        let entry = IndexEntry {
+            rev,
+            tombstone: true,
+        };
+        ki.append(entry, 0, 0, &self.guard);
         Ok(())
     }
 
     /// Rebuild from the key bucket: appends `entry` with the generation data
     /// stored in its KeyValue. Entries arrive in revision order.
     pub fn restore(&mut self, key: &[u8], entry: IndexEntry, create_main: i64, version: i64) {
-        self.append(key, entry, create_main, version);
-    }
-
-    fn append(&mut self, key: &[u8], entry: IndexEntry, create_main: i64, version: i64) {
         match self.index.map.get(key, &self.guard) {
             Some(e) => e.value().append(entry, create_main, version, &self.guard),
-            None => {
-                let ki = KeyIndex::new();
-                ki.append(entry, create_main, version, &self.guard);
-                self.index
-                    .map
-                    .insert(key.into(), ki, &self.guard)
-                    .release(&self.guard);
-            }
+            None => self.insert(key, entry, create_main, version),
         }
+    }
+
+    fn insert(&mut self, key: &[u8], entry: IndexEntry, create_main: i64, version: i64) {
+        let ki = KeyIndex::new();
+        ki.append(entry, create_main, version, &self.guard);
+        self.index
+            .map
+            .insert(key.into(), ki, &self.guard)
+            .release(&self.guard);
     }
 
     /// Compacts up to `max_keys` keys at `at_rev`, starting at `from`

@@ -19,7 +19,7 @@ use super::revision::{RevKey, Revision};
 use crate::backend::{Backend, ReadSnapshot};
 use crossbeam_epoch::{Atomic, Guard, Owned};
 use crossbeam_skiplist::SkipMap;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -69,12 +69,30 @@ impl Buffer {
     }
 }
 
+/// Backend snapshots a view keeps for its readers to share.
+const SNAPSHOT_SLOTS: usize = 8;
+
 pub(crate) struct View {
     /// Buffers not yet committed, oldest first; the last one is active.
     pub buffers: Vec<Arc<Buffer>>,
     /// Every revision ≤ this is in the backend's latest commit (or was
     /// compacted away); newer ones are in `buffers`.
     pub backend_rev: i64,
+    /// Snapshots of a commit at least as new as `backend_rev`, opened on
+    /// first use and reused by the readers of this view (one at a time per
+    /// slot), so that a read does not register a backend reader of its
+    /// own. They close when the view is replaced (within a batch interval).
+    snapshots: [Mutex<Option<Box<dyn ReadSnapshot>>>; SNAPSHOT_SLOTS],
+}
+
+impl View {
+    pub fn new(buffers: Vec<Arc<Buffer>>, backend_rev: i64) -> Self {
+        View {
+            buffers,
+            backend_rev,
+            snapshots: Default::default(),
+        }
+    }
 }
 
 /// The published view: readers load it without a lock; the writer and the
@@ -129,12 +147,35 @@ impl Drop for ViewCell {
     }
 }
 
-/// Reads values by revision through one view, opening a backend snapshot
+/// A backend snapshot borrowed from a view's slot, or opened privately
+/// when every slot is busy.
+enum Snap<'g> {
+    Slot(MutexGuard<'g, Option<Box<dyn ReadSnapshot>>>),
+    Own(Box<dyn ReadSnapshot>),
+}
+
+impl Snap<'_> {
+    fn get(&self) -> &dyn ReadSnapshot {
+        match self {
+            Snap::Slot(g) => g.as_deref().expect("filled before use"),
+            Snap::Own(s) => &**s,
+        }
+    }
+}
+
+static NEXT_SLOT: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// Each thread starts looking at its own slot.
+    static SLOT_HINT: usize = NEXT_SLOT.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Reads values by revision through one view, using a backend snapshot
 /// only if a revision is not in the buffers.
 pub(crate) struct ValueReader<'g> {
     pub view: &'g View,
     backend: &'g dyn Backend,
-    snapshot: Option<Box<dyn ReadSnapshot>>,
+    snapshot: Option<Snap<'g>>,
 }
 
 impl<'g> ValueReader<'g> {
@@ -148,9 +189,24 @@ impl<'g> ValueReader<'g> {
 
     fn snapshot(&mut self) -> Result<&dyn ReadSnapshot> {
         if self.snapshot.is_none() {
-            self.snapshot = Some(self.backend.read()?);
+            let hint = SLOT_HINT.with(|h| *h);
+            let mut snap = None;
+            for i in 0..SNAPSHOT_SLOTS {
+                if let Some(mut slot) = self.view.snapshots[(hint + i) % SNAPSHOT_SLOTS].try_lock()
+                {
+                    if slot.is_none() {
+                        *slot = Some(self.backend.read()?);
+                    }
+                    snap = Some(Snap::Slot(slot));
+                    break;
+                }
+            }
+            self.snapshot = Some(match snap {
+                Some(s) => s,
+                None => Snap::Own(self.backend.read()?),
+            });
         }
-        Ok(self.snapshot.as_deref().expect("opened above"))
+        Ok(self.snapshot.as_ref().expect("opened above").get())
     }
 
     /// Calls `f` with the stored record of live revision `rev`; Ok(None) if

@@ -147,10 +147,7 @@ impl Inner {
             let mut buffers = v.buffers.clone();
             debug_assert!(Arc::ptr_eq(buffers.last().expect("active"), &sealed));
             buffers.push(fresh);
-            View {
-                buffers,
-                backend_rev: v.backend_rev,
-            }
+            View::new(buffers, v.backend_rev)
         });
         let job = Arc::new(Sealed {
             buffer: sealed,
@@ -289,10 +286,7 @@ impl Inner {
                 "batches commit in the order they were sealed"
             );
             buffers.remove(0);
-            View {
-                buffers,
-                backend_rev: v.backend_rev.max(job.current_rev),
-            }
+            View::new(buffers, v.backend_rev.max(job.current_rev))
         });
         Ok(())
     }
@@ -764,10 +758,7 @@ fn restore(backend: Box<dyn Backend>, path: PathBuf, opts: StoreOptions) -> Resu
 
     let active = Arc::new(Buffer::default());
     let inner = Inner {
-        view: ViewCell::new(View {
-            buffers: vec![active.clone()],
-            backend_rev: current_rev,
-        }),
+        view: ViewCell::new(View::new(vec![active.clone()], current_rev)),
         writer: Mutex::new(WriterState {
             active,
             consistent_index,
