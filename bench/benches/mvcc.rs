@@ -526,7 +526,7 @@ fn bench_memory(n: u64) -> MemoryResult {
     ALLOCATED.store(0, Ordering::SeqCst);
     COUNTING.store(true, Ordering::SeqCst);
     let mut rev = 0i64;
-    let mut add_version = |rev: &mut i64| {
+    let add_version = |rev: &mut i64| {
         let mut w = idx.writer();
         for i in 0..n {
             *rev += 1;
@@ -561,11 +561,16 @@ fn bench_memory(n: u64) -> MemoryResult {
     }
 }
 
-/// Lets the epoch collector free the buffers retired by appends.
+/// Lets the epoch collector free the buffers retired by appends: flushes
+/// until the counted bytes stop shrinking.
 fn crossbeam_flush() {
-    for _ in 0..128 {
-        let g = crossbeam_epoch::pin();
-        g.flush();
+    let mut last = ALLOCATED.load(Ordering::SeqCst);
+    let mut quiet = 0;
+    while quiet < 64 {
+        crossbeam_epoch::pin().flush();
+        let now = ALLOCATED.load(Ordering::SeqCst);
+        quiet = if now < last { 0 } else { quiet + 1 };
+        last = now;
     }
 }
 

@@ -75,15 +75,17 @@ fn pack_inline(e: IndexEntry) -> Option<u64> {
     }
 }
 
-/// Capacity (entries) of growth step `k`: 2, 3, 4, 6, 9, 13, ... (×1.5),
-/// which keeps the slack of a growing history near a quarter on average.
-const CAPS: [usize; 80] = {
-    let mut caps = [0usize; 80];
+/// Capacity (entries) of growth step `k`: 2, 3, 4, 5, 6, 7, 8, 10, 12,
+/// 15, ... (+1, then ×1.25): a history grows with little slack, which is
+/// most of its memory, at the price of copying each entry about five times
+/// over its life.
+const CAPS: [usize; 128] = {
+    let mut caps = [0usize; 128];
     let mut cap = 2usize;
     let mut k = 0;
-    while k < 80 {
+    while k < 128 {
         caps[k] = cap;
-        cap += cap / 2;
+        cap += if cap < 8 { 1 } else { cap / 4 };
         if cap > 1 << 39 {
             cap = 1 << 39;
         }
@@ -399,9 +401,13 @@ impl KeyIndex {
         }
         let mut all = entries.collect();
         all.push(entry);
-        // Grow by half (a Vec doubles) for less slack; a key's second
+        // Grow by a quarter (a Vec doubles) for less slack; a key's second
         // version gets an exact fit, since most keys stop there.
-        let extra = if all.len() > 2 { all.len() / 2 } else { 0 };
+        let extra = if all.len() > 2 {
+            (all.len() / 4).max(1)
+        } else {
+            0
+        };
         self.replace(build(&all, extra, create_main, version), guard);
     }
 
@@ -485,13 +491,14 @@ mod tests {
     }
 
     #[test]
-    fn capacity_steps_grow_by_half() {
-        let caps: Vec<usize> = (0..8).map(cap_of_step).collect();
-        assert_eq!(caps, vec![2, 3, 4, 6, 9, 13, 19, 28]);
+    fn capacity_steps_grow_by_a_quarter() {
+        let caps: Vec<usize> = (0..12).map(cap_of_step).collect();
+        assert_eq!(caps, vec![2, 3, 4, 5, 6, 7, 8, 10, 12, 15, 18, 22]);
         assert_eq!(step_for(1), 0);
-        assert_eq!(step_for(5), 3);
-        assert_eq!(step_for(6), 3);
-        assert_eq!(step_for(7), 4);
+        assert_eq!(step_for(9), 7);
+        assert_eq!(step_for(10), 7);
+        assert_eq!(step_for(11), 8);
+        assert_eq!(*CAPS.last().unwrap(), 1 << 39);
     }
 
     #[test]
@@ -583,11 +590,11 @@ mod tests {
                 version: 1
             }
         );
-        // (rebuilt with the tombstone, room for half as many more)
+        // (rebuilt with the tombstone, room for a quarter more)
         let entries = k.entries(&g).len() - 1;
         assert_eq!(
             k.buffer_bytes(&g),
-            (1 + META_WORDS + cap_of_step(step_for(entries + entries / 2))) * 8
+            (1 + META_WORDS + cap_of_step(step_for(entries + entries / 4))) * 8
         );
         // Compaction that trims a generation keeps its data.
         let k = KeyIndex::new();
