@@ -65,3 +65,13 @@ bench-raft: deps
 raft-crash-soak: deps
 	RAFTLOG_CRASH_KILLS=500 $(CARGO) test --release -p raftlog --test process_crash -- --nocapture
 	RAFTLOG_SIM_SEEDS=300 $(CARGO) test --release -p raftlog --test sim_cluster -- --nocapture
+
+# The revision index and the MVCC store (skiplist vs RwLock<BTreeMap>,
+# in-process puts and ranges, history, rebuild, memory): results/mvcc.md.
+.PHONY: bench-mvcc mvcc-crash-soak
+bench-mvcc: deps
+	$(CARGO) bench -p bench --bench mvcc -- --write results/mvcc.md
+
+# The MVCC crash test with ten times the kills of `make test`.
+mvcc-crash-soak: deps
+	MVCC_CRASH_KILLS=400 $(CARGO) test --release -p engine --test mvcc_crash -- --nocapture

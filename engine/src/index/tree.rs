@@ -258,8 +258,10 @@ impl IndexWriter<'_> {
     }
 
     /// Compacts up to `max_keys` keys at `at_rev`, starting at `from`
-    /// (inclusive). Removed entries go to `removed`. Returns the key to
-    /// continue from, or None when the end of the index was reached.
+    /// (inclusive); stops early once it removed `max_keys` entries, so a
+    /// step stays short also over long histories. Removed entries go to
+    /// `removed`. Returns the key to continue from, or None when the end of
+    /// the index was reached.
     pub fn compact(
         &mut self,
         at_rev: i64,
@@ -268,6 +270,7 @@ impl IndexWriter<'_> {
         removed: &mut Vec<IndexEntry>,
     ) -> Option<Vec<u8>> {
         assert!(max_keys > 0);
+        let removed_before = removed.len();
         let mut emptied: Vec<Box<[u8]>> = Vec::new();
         let mut next = None;
         let keys = self
@@ -275,7 +278,7 @@ impl IndexWriter<'_> {
             .map
             .range::<[u8], _>((Bound::Included(from), Bound::Unbounded), &self.guard);
         for (seen, e) in keys.enumerate() {
-            if seen == max_keys {
+            if seen == max_keys || removed.len() - removed_before >= max_keys {
                 next = Some(e.key().to_vec());
                 break;
             }

@@ -20,7 +20,7 @@ use crate::backend::{Backend, ReadSnapshot};
 use crossbeam_epoch::{Atomic, Guard, Owned};
 use crossbeam_skiplist::SkipMap;
 use parking_lot::{Mutex, MutexGuard};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// A write to a bucket other than the key bucket's new revisions.
@@ -81,8 +81,12 @@ pub(crate) struct View {
     /// Snapshots of a commit at least as new as `backend_rev`, opened on
     /// first use and reused by the readers of this view (one at a time per
     /// slot), so that a read does not register a backend reader of its
-    /// own. They close when the view is replaced (within a batch interval).
+    /// own. They close when the view is replaced (within a batch interval),
+    /// not when the epoch collector gets to the view: a snapshot keeps the
+    /// backend's file open and its pages from reuse.
     snapshots: [Mutex<Option<Box<dyn ReadSnapshot>>>; SNAPSHOT_SLOTS],
+    /// Set when the view was replaced: its slots stay empty from then on.
+    retired: AtomicBool,
 }
 
 impl View {
@@ -91,6 +95,20 @@ impl View {
             buffers,
             backend_rev,
             snapshots: Default::default(),
+            retired: AtomicBool::new(false),
+        }
+    }
+
+    /// Closes the view's snapshots without waiting for readers: a slot in
+    /// use is emptied by its reader when it lets go (`ValueReader::drop`
+    /// checks the flag after unlocking). Readers that still hold the view
+    /// open private snapshots from now on.
+    fn retire(&self) {
+        self.retired.store(true, Ordering::SeqCst);
+        for slot in &self.snapshots {
+            if let Some(mut s) = slot.try_lock() {
+                drop(s.take());
+            }
         }
     }
 }
@@ -126,9 +144,12 @@ impl ViewCell {
         let old = self
             .current
             .swap(Owned::new(next), Ordering::AcqRel, &guard);
-        // SAFETY: `old` is unreachable from the cell now; readers that
-        // loaded it hold guards pinned before the swap.
-        unsafe { guard.defer_destroy(old) };
+        // SAFETY: the cell held `old` until the swap, and it is destroyed
+        // only after the guards pinned before the swap are gone.
+        unsafe {
+            old.deref().retire();
+            guard.defer_destroy(old)
+        };
     }
 }
 
@@ -150,14 +171,14 @@ impl Drop for ViewCell {
 /// A backend snapshot borrowed from a view's slot, or opened privately
 /// when every slot is busy.
 enum Snap<'g> {
-    Slot(MutexGuard<'g, Option<Box<dyn ReadSnapshot>>>),
+    Slot(usize, MutexGuard<'g, Option<Box<dyn ReadSnapshot>>>),
     Own(Box<dyn ReadSnapshot>),
 }
 
 impl Snap<'_> {
     fn get(&self) -> &dyn ReadSnapshot {
         match self {
-            Snap::Slot(g) => g.as_deref().expect("filled before use"),
+            Snap::Slot(_, g) => g.as_deref().expect("filled before use"),
             Snap::Own(s) => &**s,
         }
     }
@@ -192,14 +213,20 @@ impl<'g> ValueReader<'g> {
             let hint = SLOT_HINT.with(|h| *h);
             let mut snap = None;
             for i in 0..SNAPSHOT_SLOTS {
-                if let Some(mut slot) = self.view.snapshots[(hint + i) % SNAPSHOT_SLOTS].try_lock()
-                {
-                    if slot.is_none() {
-                        *slot = Some(self.backend.read()?);
+                let at = (hint + i) % SNAPSHOT_SLOTS;
+                let Some(mut slot) = self.view.snapshots[at].try_lock() else {
+                    continue;
+                };
+                if slot.is_none() {
+                    // Checked under the slot lock: a retired view's slots
+                    // stay empty.
+                    if self.view.retired.load(Ordering::SeqCst) {
+                        break;
                     }
-                    snap = Some(Snap::Slot(slot));
-                    break;
+                    *slot = Some(self.backend.read()?);
                 }
+                snap = Some(Snap::Slot(at, slot));
+                break;
             }
             self.snapshot = Some(match snap {
                 Some(s) => s,
@@ -283,5 +310,20 @@ impl<'g> ValueReader<'g> {
             }
         }
         Ok(())
+    }
+}
+
+impl Drop for ValueReader<'_> {
+    fn drop(&mut self) {
+        if let Some(Snap::Slot(at, guard)) = self.snapshot.take() {
+            drop(guard);
+            // After unlocking: if the view was retired meanwhile, `retire`
+            // may have found this slot busy and left it to us.
+            if self.view.retired.load(Ordering::SeqCst) {
+                if let Some(mut s) = self.view.snapshots[at].try_lock() {
+                    drop(s.take());
+                }
+            }
+        }
     }
 }

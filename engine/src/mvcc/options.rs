@@ -75,7 +75,9 @@ pub struct StoreOptions {
     /// Sealed batches waiting for their commit before apply waits (the
     /// bound on buffered memory). Default 2.
     pub pending_batches_max: usize,
-    /// Keys compacted per step; apply waits at most one step. Default 1000.
+    /// Keys compacted per step, and revisions removed per step (a single
+    /// key's history is removed whole); apply waits at most one step.
+    /// Default 1000.
     pub compaction_batch_keys: usize,
     /// Pause between compaction steps. Default 1 ms.
     pub compaction_batch_pause: Duration,

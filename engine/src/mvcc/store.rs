@@ -458,19 +458,19 @@ impl Store {
         self.inner.watch.open_stream(&self.inner)
     }
 
-    /// Streams a consistent copy of the backend holding everything applied
-    /// so far, with its consistent index (raft's snapshot for a follower far
-    /// behind). Returns the bytes written and the consistent index.
+    /// Streams a consistent copy of the backend (raft's snapshot for a
+    /// follower far behind) holding at least everything applied so far.
+    /// Returns the bytes written and that consistent index; the copy may
+    /// hold later commands too, and a store opened from it knows exactly
+    /// which (`consistent_index`) and skips them when raft replays. Applies
+    /// go on while the copy streams.
     pub fn snapshot_to(&self, out: &mut dyn Write) -> Result<(u64, u64)> {
-        // Hold the writer so nothing is applied between the commit and the
-        // copy: the copy then holds exactly this consistent index.
-        let mut w = self.inner.writer.lock();
-        self.inner.check_failed()?;
-        let seq = self.inner.seal(&mut w);
+        let (seq, index) = {
+            let mut w = lock_writer(&self.inner)?;
+            (self.inner.seal(&mut w), w.consistent_index)
+        };
         self.inner.wait_committed(seq)?;
-        let index = w.consistent_index;
         let n = self.inner.backend.snapshot_to(out)?;
-        drop(w);
         Ok((n, index))
     }
 
@@ -602,12 +602,13 @@ impl Drop for Store {
 }
 
 fn watch_loop(inner: &Inner) {
+    use super::watch::Pending;
     while !inner.is_closed() {
-        let more = inner.watch.sync_round(inner);
-        let wait = if more {
-            Duration::from_millis(1)
-        } else {
-            inner.opts.watch_sync_interval
+        let wait = match inner.watch.sync_round(inner) {
+            Pending::CatchUp => Duration::from_millis(1),
+            // etcd retries victims every 10 ms.
+            Pending::Victims => Duration::from_millis(10).min(inner.opts.watch_sync_interval),
+            Pending::Nothing => inner.opts.watch_sync_interval,
         };
         inner.watch.wait_for_work(wait);
     }
@@ -684,10 +685,24 @@ fn restore(backend: Box<dyn Backend>, path: PathBuf, opts: StoreOptions) -> Resu
     let mut key_lease: HashMap<Vec<u8>, i64> = HashMap::new();
     let mut last_rev = 0i64;
     let mut bad: Option<String> = None;
-    {
-        let mut iw = index.writer();
-        let mut n = 0u64;
-        snap.range(KEY_BUCKET, &[], None, &mut |k, v| {
+    // Two stages on two threads: this one scans and decodes the key
+    // bucket, the other inserts into the index, in batches.
+    std::thread::scope(|scope| -> Result<()> {
+        let (batches, inbox) = std::sync::mpsc::sync_channel::<RestoreBatch>(4);
+        let (spent, recycled) = std::sync::mpsc::channel::<RestoreBatch>();
+        let index = &index;
+        let inserter = scope.spawn(move || {
+            let mut iw = index.writer();
+            for batch in inbox {
+                for r in &batch.records {
+                    iw.restore(&batch.keys[r.key.clone()], r.entry, r.create, r.version);
+                }
+                iw.repin();
+                let _ = spent.send(batch);
+            }
+        });
+        let mut batch = RestoreBatch::default();
+        let scanned = snap.range(KEY_BUCKET, &[], None, &mut |k, v| {
             let Some((rev, tombstone)) = parse_rev_key(k) else {
                 bad = Some(format!("key bucket holds a non-revision key {k:?}"));
                 return false;
@@ -699,26 +714,44 @@ fn restore(backend: Box<dyn Backend>, path: PathBuf, opts: StoreOptions) -> Resu
                     return false;
                 }
             };
-            let entry = IndexEntry { rev, tombstone };
-            if tombstone {
-                iw.restore(kv.key, entry, 0, 0);
-                key_lease.remove(kv.key);
+            let at = batch.keys.len();
+            batch.keys.extend_from_slice(kv.key);
+            let (create, version) = if tombstone {
+                (0, 0)
             } else {
-                iw.restore(kv.key, entry, kv.create_revision, kv.version);
-                if kv.lease != 0 {
-                    key_lease.insert(kv.key.to_vec(), kv.lease);
-                } else {
-                    key_lease.remove(kv.key);
-                }
+                (kv.create_revision, kv.version)
+            };
+            batch.records.push(RestoreRecord {
+                key: at..batch.keys.len(),
+                entry: IndexEntry { rev, tombstone },
+                create,
+                version,
+            });
+            if kv.lease != 0 && !tombstone {
+                key_lease.insert(kv.key.to_vec(), kv.lease);
+            } else if !key_lease.is_empty() {
+                key_lease.remove(kv.key);
             }
             last_rev = rev.main;
-            n += 1;
-            if n.is_multiple_of(65536) {
-                iw.repin();
+            if batch.records.len() == RESTORE_BATCH {
+                let mut next = recycled.try_recv().unwrap_or_default();
+                next.keys.clear();
+                next.records.clear();
+                let full = std::mem::replace(&mut batch, next);
+                if batches.send(full).is_err() {
+                    return false;
+                }
             }
             true
-        })?;
-    }
+        });
+        if !batch.records.is_empty() {
+            let _ = batches.send(batch);
+        }
+        drop(batches);
+        inserter.join().expect("index rebuild thread panicked");
+        scanned?;
+        Ok(())
+    })?;
     if let Some(why) = bad {
         return Err(Error::Corrupt(why));
     }
@@ -795,6 +828,22 @@ fn restore(backend: Box<dyn Backend>, path: PathBuf, opts: StoreOptions) -> Resu
         ),
     };
     Ok(inner)
+}
+
+/// Records handed from the scanning thread to the inserting one.
+const RESTORE_BATCH: usize = 8192;
+
+#[derive(Default)]
+struct RestoreBatch {
+    keys: Vec<u8>,
+    records: Vec<RestoreRecord>,
+}
+
+struct RestoreRecord {
+    key: std::ops::Range<usize>,
+    entry: IndexEntry,
+    create: i64,
+    version: i64,
 }
 
 pub(crate) fn lock_writer(inner: &Inner) -> Result<MutexGuard<'_, WriterState>> {

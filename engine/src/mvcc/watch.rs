@@ -37,6 +37,15 @@ use std::time::{Duration, Instant};
 
 type WatcherKey = (u64, i64);
 
+/// What the sync thread has left after a round.
+pub(crate) enum Pending {
+    /// Unsynced watchers: read on at once.
+    CatchUp,
+    /// Victims waiting for room in their queues.
+    Victims,
+    Nothing,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Group {
     Synced,
@@ -267,13 +276,19 @@ impl WatchHub {
     }
 
     /// One round of the sync thread: victims, compaction, catch-up,
-    /// progress. Returns whether unsynced watchers remain (run again soon).
-    pub fn sync_round(&self, inner: &Inner) -> bool {
+    /// progress. Returns what is left to do.
+    pub fn sync_round(&self, inner: &Inner) -> Pending {
         self.retry_victims(inner);
         self.cancel_compacted(inner);
         let more = self.catch_up(inner);
         self.send_progress(inner);
-        more
+        if more {
+            Pending::CatchUp
+        } else if !self.state.lock().victims.is_empty() {
+            Pending::Victims
+        } else {
+            Pending::Nothing
+        }
     }
 
     fn retry_victims(&self, inner: &Inner) {
@@ -800,9 +815,10 @@ impl WatchStream {
         Poll::Pending
     }
 
-    /// Calls `f` (from the pushing thread, without locks held) whenever a
-    /// response is queued; for consumers that are neither threads nor
-    /// futures.
+    /// Calls `f` from the pushing thread whenever a response is queued; for
+    /// consumers that are neither threads nor futures. `f` runs while the
+    /// store's watch state is locked: it may signal or `try_recv`, but must
+    /// not create or cancel watchers.
     pub fn set_wake_callback(&self, f: impl Fn() + Send + Sync + 'static) {
         self.queue.state.lock().callback = Some(Arc::new(f));
     }
