@@ -50,6 +50,10 @@ pub(crate) trait Io {
     /// Starts the write and its fdatasync. At most one job is in flight.
     fn submit(&mut self, job: WriteJob);
 
+    /// Whether the job in flight has completed, without blocking or a
+    /// system call (for timing while the writer does other work).
+    fn poll(&mut self) -> bool;
+
     /// Waits for the job `submit` started; returns its buffers and outcome.
     fn wait(&mut self) -> (WriteJob, Result<(), IoFailure>);
 }

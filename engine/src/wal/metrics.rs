@@ -18,6 +18,9 @@ pub struct Metrics {
     pub payload_bytes: u64,
     /// Writes carrying records, each followed by one fdatasync.
     pub fsyncs: u64,
+    /// Of those, the ones written by a thread in `append_wait` (the rest by
+    /// the writer thread).
+    pub leader_fsyncs: u64,
     /// Bytes written by those writes (framing and segment headers included).
     pub bytes_written: u64,
     pub segment_rolls: u64,
@@ -25,7 +28,9 @@ pub struct Metrics {
     pub failures: u64,
     /// Most encoded bytes ever waiting in the queue.
     pub queue_bytes_high_water: u64,
-    /// Duration of one batch's write + fdatasync, in nanoseconds.
+    /// Duration of one batch's write + fdatasync, in nanoseconds: from the
+    /// submission to the completion (on io_uring, observed between chunks
+    /// of the appender notifications that overlap it).
     pub fsync_ns: Histogram<u64>,
     pub records_per_fsync: Histogram<u64>,
     /// From the append call to the moment its ticket completed.
@@ -41,6 +46,7 @@ impl Metrics {
             records: 0,
             payload_bytes: 0,
             fsyncs: 0,
+            leader_fsyncs: 0,
             bytes_written: 0,
             segment_rolls: 0,
             failures: 0,

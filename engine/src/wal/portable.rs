@@ -47,6 +47,10 @@ impl Io for Portable {
         self.done = Some((job, result));
     }
 
+    fn poll(&mut self) -> bool {
+        true
+    }
+
     fn wait(&mut self) -> (WriteJob, Result<(), IoFailure>) {
         self.done.take().expect("wait without submit")
     }

@@ -117,6 +117,20 @@ impl Uring {
         Ok(())
     }
 
+    /// Takes the completions already posted (the kernel posts them while
+    /// this thread runs in user space), without entering the kernel.
+    fn reap_ready(&mut self) {
+        let f = self.inflight.as_mut().expect("in flight");
+        for cqe in self.ring.completion() {
+            match cqe.user_data() {
+                WRITE => f.write_res = Some(cqe.result()),
+                SYNC => f.sync_res = Some(cqe.result()),
+                other => panic!("unexpected io_uring completion {other}"),
+            }
+            f.owed -= 1;
+        }
+    }
+
     /// Reaps completions until both of the pair have arrived.
     fn reap(&mut self) -> io::Result<()> {
         loop {
@@ -129,15 +143,7 @@ impl Uring {
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
                 Err(e) => return Err(e),
             }
-            let f = self.inflight.as_mut().expect("in flight");
-            for cqe in self.ring.completion() {
-                match cqe.user_data() {
-                    WRITE => f.write_res = Some(cqe.result()),
-                    SYNC => f.sync_res = Some(cqe.result()),
-                    other => panic!("unexpected io_uring completion {other}"),
-                }
-                f.owed -= 1;
-            }
+            self.reap_ready();
         }
     }
 }
@@ -179,6 +185,17 @@ impl Io for Uring {
             let f = self.inflight.as_mut().expect("in flight");
             f.owed = 0;
             f.write_res = Some(-e.raw_os_error().unwrap_or(libc::EIO));
+        }
+    }
+
+    fn poll(&mut self) -> bool {
+        match self.inflight {
+            None => true,
+            Some(ref f) if f.owed == 0 => true,
+            Some(_) => {
+                self.reap_ready();
+                self.inflight.as_ref().is_some_and(|f| f.owed == 0)
+            }
         }
     }
 

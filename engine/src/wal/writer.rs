@@ -60,6 +60,8 @@ pub(crate) struct WriterCore {
     pub next_batch_seq: u64,
     done: Option<Done>,
     failed: Option<Arc<str>>,
+    /// Set while a thread in `append_wait` holds the role (metrics only).
+    leading: bool,
 }
 
 /// The writer thread: waits until appends want it, then drains.
@@ -89,6 +91,7 @@ impl WriterCore {
             next_batch_seq,
             done: None,
             failed: None,
+            leading: false,
         }
     }
 
@@ -104,7 +107,9 @@ impl WriterCore {
     /// Writes what is pending as one batch (a leader's turn).
     pub fn lead(&mut self, shared: &Shared) {
         if let Some(batch) = shared.queue.take() {
+            self.leading = true;
             self.write_batch(shared, batch);
+            self.leading = false;
         }
         self.notify_done(shared);
     }
@@ -208,13 +213,23 @@ impl WriterCore {
         let written = job.len() as u64;
         let started = Instant::now();
         self.io.submit(job);
+        let mut io_done_at = None;
         if self.io.overlaps() {
             // The previous batch is durable: tell its appenders while this
-            // one is in flight.
-            self.notify_done(shared);
+            // one is in flight, looking at the completion queue between
+            // chunks so the fsync metric is the I/O's duration, not the
+            // notification's.
+            if let Some(d) = self.done.take() {
+                let io = &mut self.io;
+                Self::complete_with(shared, d.waiters, d.batch_seq, || {
+                    if io_done_at.is_none() && io.poll() {
+                        io_done_at = Some(started.elapsed());
+                    }
+                });
+            }
         }
         let (job, result) = self.io.wait();
-        let elapsed = started.elapsed();
+        let elapsed = io_done_at.unwrap_or_else(|| started.elapsed());
         shared.queue.recycle(job.batch);
         if let Err(failure) = result {
             self.notify_done(shared);
@@ -234,6 +249,7 @@ impl WriterCore {
         {
             let mut m = shared.metrics.lock().unwrap();
             m.fsyncs += 1;
+            m.leader_fsyncs += self.leading as u64;
             m.bytes_written += written;
             m.records += piece.records as u64;
             m.fsync_ns.saturating_record(elapsed.as_nanos() as u64);
@@ -276,6 +292,18 @@ impl WriterCore {
     }
 
     fn complete(&self, shared: &Shared, waiters: Vec<Waiter>, batch_seq: u64) {
+        Self::complete_with(shared, waiters, batch_seq, || {});
+    }
+
+    /// Completes `waiters` as durable, calling `between` after every chunk
+    /// of eight.
+    fn complete_with(
+        shared: &Shared,
+        waiters: Vec<Waiter>,
+        batch_seq: u64,
+        mut between: impl FnMut(),
+    ) {
+        const CHUNK: usize = 8;
         let Some(last) = waiters.last() else { return };
         shared.durable_seq.fetch_max(last.seq, Ordering::Release);
         let now = Instant::now();
@@ -287,12 +315,16 @@ impl WriterCore {
                     .saturating_record(now.saturating_duration_since(w.enqueued).as_nanos() as u64);
             }
         }
-        for w in waiters {
+        for (i, w) in waiters.into_iter().enumerate() {
             w.completion.complete(Outcome::Durable(Durable {
                 seq: w.seq,
                 batch_seq,
             }));
+            if i % CHUNK == CHUNK - 1 {
+                between();
+            }
         }
+        between();
     }
 
     fn roll(&mut self, shared: &Shared) -> Result<(), String> {
