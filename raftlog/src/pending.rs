@@ -8,7 +8,9 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
+
+use parking_lot::{Condvar, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -58,7 +60,7 @@ pub fn pending<T>() -> (Resolver<T>, Pending<T>) {
 impl<T> Resolver<T> {
     pub fn resolve(self, value: Result<T>) {
         let waker = {
-            let mut slot = self.inner.slot.lock().unwrap();
+            let mut slot = self.inner.slot.lock();
             slot.value = Some(value);
             slot.waker.take()
         };
@@ -71,14 +73,14 @@ impl<T> Resolver<T> {
     /// The caller stopped waiting (dropped its `Pending`); the node can
     /// forget this request.
     pub fn is_abandoned(&self) -> bool {
-        self.inner.slot.lock().unwrap().receiver_gone
+        self.inner.slot.lock().receiver_gone
     }
 }
 
 impl<T> Drop for Resolver<T> {
     fn drop(&mut self) {
         let waker = {
-            let mut slot = self.inner.slot.lock().unwrap();
+            let mut slot = self.inner.slot.lock();
             slot.resolver_gone = true;
             slot.waker.take()
         };
@@ -106,12 +108,12 @@ impl<T> Pending<T> {
 
     /// Blocks until answered.
     pub fn wait(self) -> Result<T> {
-        let mut slot = self.inner.slot.lock().unwrap();
+        let mut slot = self.inner.slot.lock();
         loop {
             if let Some(v) = Self::take(&mut slot) {
                 return v;
             }
-            slot = self.inner.cond.wait(slot).unwrap();
+            self.inner.cond.wait(&mut slot);
         }
     }
 
@@ -119,7 +121,7 @@ impl<T> Pending<T> {
     /// outcome is unknown).
     pub fn wait_timeout(self, timeout: Duration) -> Result<T> {
         let deadline = Instant::now() + timeout;
-        let mut slot = self.inner.slot.lock().unwrap();
+        let mut slot = self.inner.slot.lock();
         loop {
             if let Some(v) = Self::take(&mut slot) {
                 return v;
@@ -128,19 +130,14 @@ impl<T> Pending<T> {
             if now >= deadline {
                 return Err(Error::Timeout);
             }
-            slot = self
-                .inner
-                .cond
-                .wait_timeout(slot, deadline - now)
-                .unwrap()
-                .0;
+            self.inner.cond.wait_until(&mut slot, deadline);
         }
     }
 }
 
 impl<T> Drop for Pending<T> {
     fn drop(&mut self) {
-        self.inner.slot.lock().unwrap().receiver_gone = true;
+        self.inner.slot.lock().receiver_gone = true;
     }
 }
 
@@ -148,7 +145,7 @@ impl<T> Future for Pending<T> {
     type Output = Result<T>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
-        let mut slot = self.inner.slot.lock().unwrap();
+        let mut slot = self.inner.slot.lock();
         if let Some(v) = Self::take(&mut slot) {
             return Poll::Ready(v);
         }

@@ -855,6 +855,26 @@ impl Sim {
         op
     }
 
+    /// A client reads `key` from `node`'s state machine at once, without
+    /// ReadIndex: a serializable read, which may be stale. Recorded like a
+    /// linearizable read, so tests can show the checker catches it.
+    pub fn read_local(&mut self, node: u64, key: &[u8]) -> usize {
+        let op = self.new_op(node, OpKind::Read { key: key.to_vec() });
+        let now = self.now;
+        let outcome = match self.nodes.get(&node).filter(|n| n.core.is_some()) {
+            Some(n) => Outcome::Ok {
+                at_ms: now,
+                value: n.sm.state().get(key).map(<[u8]>::to_vec),
+            },
+            None => Outcome::Failed {
+                at_ms: now,
+                error: "node is down".into(),
+            },
+        };
+        self.complete(op, outcome);
+        op
+    }
+
     /// A client reads `key` linearizably (ReadIndex) through `node`.
     pub fn read(&mut self, node: u64, key: &[u8]) -> usize {
         let op = self.new_op(node, OpKind::Read { key: key.to_vec() });

@@ -535,3 +535,55 @@ fn same_seed_same_result() {
     let c = run(43);
     assert_ne!(a.0, c.0, "different seeds produced the same trace");
 }
+
+/// The checker is not a formality: the same partition, read with ReadIndex,
+/// passes; read from the cut-off old leader's local state (a serializable
+/// read), it returns values the majority has overwritten, and the checker
+/// reports it.
+#[test]
+fn stale_local_reads_fail_the_checker_and_read_index_does_not() {
+    let mut caught = 0;
+    for seed in seeds() {
+        for local in [false, true] {
+            let mut sim = Sim::new(SimConfig::new(seed, 3));
+            let leader = sim.elect(5_000).expect("a leader");
+            sim.put(leader, b"x", b"old");
+            assert!(sim.converge(10_000));
+            let others: Vec<u64> = sim.ids().into_iter().filter(|id| *id != leader).collect();
+            sim.net.partition(&[vec![leader], others.clone()]);
+            // The majority elects a leader and overwrites x.
+            assert!(sim.run_until(5_000, |s| s.leader().is_some_and(|l| l != leader)));
+            let new = sim.leader().unwrap();
+            let w = sim.put(new, b"x", b"new");
+            assert!(sim.run_until(5_000, |s| matches!(s.op(w).outcome, Outcome::Ok { .. })));
+            sim.run_for(5);
+            // Then, strictly later, a client reads x from the old leader.
+            let r = if local {
+                sim.read_local(leader, b"x")
+            } else {
+                sim.read(leader, b"x")
+            };
+            sim.run_for(1_000);
+            let verdict = check_kv(&sim.history(), 1_000_000);
+            if local {
+                assert_eq!(
+                    sim.op(r).outcome,
+                    Outcome::Ok {
+                        at_ms: sim.op(r).invoked_ms,
+                        value: Some(b"old".to_vec())
+                    }
+                );
+                assert!(
+                    matches!(verdict, Verdict::Violation { .. }),
+                    "seed {seed}: the stale read passed the checker"
+                );
+                caught += 1;
+            } else {
+                // ReadIndex on the cut-off node cannot complete.
+                assert_eq!(sim.op(r).outcome, Outcome::Pending, "seed {seed}");
+                assert_eq!(verdict, Verdict::Linearizable, "seed {seed}");
+            }
+        }
+    }
+    assert!(caught > 0);
+}
