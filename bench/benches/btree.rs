@@ -56,6 +56,43 @@ fn value(i: u64, round: u64) -> [u8; VALUE_LEN] {
     v
 }
 
+/// What the machine was doing while a group ran, and how large each
+/// engine's file is: appended as JSON lines to `target/bench-data/btree-run.jsonl`
+/// (truncated when the benchmark starts), rendered by `btree-table`. The
+/// machine is shared; a reader of the numbers should see how busy it was.
+fn note(event: &str, fields: serde_json::Value) {
+    use std::io::Write;
+    static STARTED: std::sync::Once = std::sync::Once::new();
+    let path = data_root().join("btree-run.jsonl");
+    STARTED.call_once(|| {
+        let _ = std::fs::remove_file(&path);
+    });
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    let line = serde_json::json!({
+        "event": event,
+        "loadavg": read("/proc/loadavg").split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+        "cpu_pressure": read("/proc/pressure/cpu").lines().next().unwrap_or("").to_string(),
+        "io_pressure": read("/proc/pressure/io").lines().next().unwrap_or("").to_string(),
+        "fields": fields,
+    });
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .unwrap();
+    writeln!(f, "{line}").unwrap();
+}
+
+fn note_sizes(when: &str, fx: &Fixture) {
+    for (kind, path) in &fx.paths {
+        let be = open(path, *kind, Durability::Durable);
+        note(
+            "size",
+            serde_json::json!({"engine": kind.name(), "when": when, "bytes": be.size_bytes().unwrap()}),
+        );
+    }
+}
+
 /// Data lives under target/ (the project's ext4 disk, never tmpfs).
 fn data_root() -> PathBuf {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench-data");
@@ -118,11 +155,13 @@ fn fixture() -> &'static Fixture {
             }
             paths.push((kind, path));
         }
-        Fixture {
+        let fx = Fixture {
             _dir: dir,
             paths,
             keys,
-        }
+        };
+        note_sizes("after loading", &fx);
+        fx
     })
 }
 
@@ -132,6 +171,7 @@ fn open(path: &Path, kind: BackendKind, durability: Durability) -> Box<dyn Backe
 
 fn bulk_load(c: &mut Criterion) {
     let n = key_count();
+    note("start", serde_json::json!({"group": "bulk_load"}));
     let mut g = c.benchmark_group("bulk_load");
     g.sample_size(10)
         .warm_up_time(Duration::from_millis(1))
@@ -155,10 +195,12 @@ fn bulk_load(c: &mut Criterion) {
         });
     }
     g.finish();
+    note("end", serde_json::json!({"group": "bulk_load"}));
 }
 
 fn point_reads(c: &mut Criterion) {
     let fx = fixture();
+    note("start", serde_json::json!({"group": "random_get"}));
     let mut g = c.benchmark_group("random_get");
     g.throughput(Throughput::Elements(1));
     g.warm_up_time(Duration::from_secs(1))
@@ -178,10 +220,12 @@ fn point_reads(c: &mut Criterion) {
         });
     }
     g.finish();
+    note("end", serde_json::json!({"group": "random_get"}));
 }
 
 fn range_reads(c: &mut Criterion) {
     let fx = fixture();
+    note("start", serde_json::json!({"group": "random_range_100"}));
     let mut g = c.benchmark_group("random_range_100");
     g.throughput(Throughput::Elements(1));
     g.warm_up_time(Duration::from_secs(1))
@@ -207,10 +251,12 @@ fn range_reads(c: &mut Criterion) {
         });
     }
     g.finish();
+    note("end", serde_json::json!({"group": "random_range_100"}));
 }
 
 fn batched_writes(c: &mut Criterion) {
     let fx = fixture();
+    note("start", serde_json::json!({"group": "batched_write_1000"}));
     let mut g = c.benchmark_group("batched_write_1000");
     g.throughput(Throughput::Elements(WRITE_BATCH_KEYS as u64));
     g.sample_size(20)
@@ -235,12 +281,15 @@ fn batched_writes(c: &mut Criterion) {
         });
     }
     g.finish();
+    note("end", serde_json::json!({"group": "batched_write_1000"}));
+    note_sizes("after the batched writes", fx);
 }
 
 /// One put per durable commit: the engines, and the own B+tree's one-fsync
 /// commit against its bbolt-style two-fsync mode on the same file.
 fn durable_commits(c: &mut Criterion) {
     let fx = fixture();
+    note("start", serde_json::json!({"group": "durable_commit"}));
     let mut g = c.benchmark_group("durable_commit");
     g.throughput(Throughput::Elements(1));
     g.sample_size(30)
@@ -275,6 +324,8 @@ fn durable_commits(c: &mut Criterion) {
         });
     }
     g.finish();
+    note("end", serde_json::json!({"group": "durable_commit"}));
+    note_sizes("after the durable commits", fx);
 }
 
 criterion_group!(

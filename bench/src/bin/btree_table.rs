@@ -97,6 +97,109 @@ fn fdatasync_median_us(dir: &Path) -> Result<f64> {
     Ok(samples[samples.len() / 2])
 }
 
+/// The benchmark's notes on the machine's load and the files' sizes
+/// (`btree-run.jsonl`); empty if the benchmark did not write them.
+fn read_run(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// The 1-minute load average and CPU pressure at the start and end of each
+/// group: the machine is shared, and a reader should see how busy it was.
+fn render_load(md: &mut String, run: &[Value]) -> Result<()> {
+    let marks: Vec<&Value> = run
+        .iter()
+        .filter(|v| v["event"] == "start" || v["event"] == "end")
+        .collect();
+    if marks.is_empty() {
+        return Ok(());
+    }
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1) as f64;
+    let load1 = |v: &Value| {
+        v["loadavg"]
+            .as_str()
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|s| s.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let busiest = marks.iter().map(|v| load1(v)).fold(0.0, f64::max);
+    if busiest > cores {
+        writeln!(md, "**The machine was shared during this run:** other jobs (other engineers' builds and tests) ran on its {cores} cores, so absolute times are inflated and noisy; the engines ran back to back in one run, so compare the ratios, and read them with the load below in mind.\n")?;
+    }
+    writeln!(
+        md,
+        "| group | 1-min load average at start → end | CPU pressure (some, avg10) at start → end |"
+    )?;
+    writeln!(md, "| --- | --- | --- |")?;
+    let avg10 = |v: &Value| {
+        v["cpu_pressure"]
+            .as_str()
+            .and_then(|s| s.split_whitespace().find(|w| w.starts_with("avg10=")))
+            .map(|w| format!("{}%", &w[6..]))
+            .unwrap_or_else(|| "—".into())
+    };
+    for start in marks.iter().filter(|v| v["event"] == "start") {
+        let group = &start["fields"]["group"];
+        let end = marks
+            .iter()
+            .find(|v| v["event"] == "end" && v["fields"]["group"] == *group);
+        let (l_end, p_end) = end.map_or(("—".to_string(), "—".to_string()), |e| {
+            (format!("{:.1}", load1(e)), avg10(e))
+        });
+        writeln!(
+            md,
+            "| {} | {:.1} → {l_end} | {} → {p_end} |",
+            group.as_str().unwrap_or("?"),
+            load1(start),
+            avg10(start)
+        )?;
+    }
+    writeln!(md)?;
+    Ok(())
+}
+
+/// File sizes of the loaded databases, and after the write benchmarks.
+fn render_sizes(md: &mut String, run: &[Value]) -> Result<()> {
+    let sizes: Vec<&Value> = run.iter().filter(|v| v["event"] == "size").collect();
+    if sizes.is_empty() {
+        return Ok(());
+    }
+    writeln!(md, "\n## File sizes\n")?;
+    writeln!(md, "| when | btree | redb | lmdb |")?;
+    writeln!(md, "| --- | --- | --- | --- |")?;
+    let mut whens: Vec<&str> = Vec::new();
+    for v in &sizes {
+        let w = v["fields"]["when"].as_str().unwrap_or("?");
+        if !whens.contains(&w) {
+            whens.push(w);
+        }
+    }
+    for when in whens {
+        let cell = |engine: &str| {
+            sizes
+                .iter()
+                .find(|v| v["fields"]["when"] == when && v["fields"]["engine"] == engine)
+                .and_then(|v| v["fields"]["bytes"].as_f64())
+                .map_or("—".to_string(), |b| {
+                    format!("{:.0} MiB", b / (1u64 << 20) as f64)
+                })
+        };
+        writeln!(
+            md,
+            "| {when} | {} | {} | {} |",
+            cell("btree"),
+            cell("redb"),
+            cell("lmdb")
+        )?;
+    }
+    Ok(())
+}
+
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -151,7 +254,9 @@ fn main() -> Result<()> {
     let mut md = String::new();
     writeln!(md, "# Storage engines: ferrokv B+tree vs redb vs LMDB\n")?;
     writeln!(md, "Machine: {}. Raw fdatasync of one 4 KiB block on the same disk, measured in this run: median {fsync_us:.0} µs.\n", machine())?;
-    writeln!(md, "Reproduce: `make bench` (or `cargo bench -p bench --bench btree -- --quick` then `cargo run --release -p bench --bin btree-table -- target/criterion results/btree.md`). Key count: `BTREE_BENCH_KEYS` (default 1 000 000), 24-byte keys, 150-byte values, page cache warm, all engines through the same `engine::backend` trait.\n")?;
+    writeln!(md, "Reproduce: `make bench-btree` (= `cargo bench -p bench --bench btree -- --quick` then `cargo run --release -p bench --bin btree-table -- target/criterion results/btree.md`). Key count: `BTREE_BENCH_KEYS` (default 1 000 000), 24-byte keys, 150-byte values, page cache warm, all engines through the same `engine::backend` trait.\n")?;
+    let run = read_run(&dir.join("../bench-data/btree-run.jsonl"));
+    render_load(&mut md, &run)?;
     writeln!(md, "Throughput from criterion's median time per iteration (95% interval of the median in brackets).\n")?;
     writeln!(
         md,
@@ -222,6 +327,7 @@ fn main() -> Result<()> {
             verdict(x >= 1.6)
         )?;
     }
+    render_sizes(&mut md, &run)?;
     std::fs::create_dir_all(out.parent().unwrap_or(Path::new(".")))?;
     std::fs::write(&out, &md)?;
     print!("{md}");
