@@ -31,6 +31,16 @@ struct Args {
     /// One-key commits measured per sync mode and round.
     #[arg(long, default_value_t = 300)]
     commits: u32,
+    /// Reuse the database a previous run left (with --keep) instead of
+    /// loading a new one: for profiling the measured part alone.
+    #[arg(long)]
+    reuse: bool,
+    /// Keep the database at the end.
+    #[arg(long)]
+    keep: bool,
+    /// Only the batches of 1000 updates (sync off): for profiling.
+    #[arg(long)]
+    batches_only: bool,
 }
 
 fn key(i: u64) -> Vec<u8> {
@@ -63,13 +73,13 @@ fn main() -> Result<()> {
     let args = Args::parse();
     std::fs::create_dir_all(&args.dir)?;
     let path = args.dir.join("db");
-    let _ = std::fs::remove_file(&path);
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let bulk = Options {
         sync: SyncMode::None,
         ..Options::default()
     };
-    {
+    if !(args.reuse && path.exists()) {
+        let _ = std::fs::remove_file(&path);
         let db = Db::open(&path, bulk.clone())?;
         let started = Instant::now();
         let mut order: Vec<u64> = (0..args.keys).collect();
@@ -109,6 +119,9 @@ fn main() -> Result<()> {
         s.leaf_pages
     );
     drop(db);
+    if args.batches_only {
+        return batches(&args, &path, &mut rng, bulk);
+    }
 
     let raw = args.dir.join("fdatasync-probe");
     std::fs::write(&raw, vec![0u8; 1 << 20])?;
@@ -164,11 +177,15 @@ fn main() -> Result<()> {
         }
     }
 
-    let db = Db::open(&path, bulk)?;
+    batches(&args, &path, &mut rng, bulk)
+}
+
+fn batches(args: &Args, path: &std::path::Path, rng: &mut Rng, bulk: Options) -> Result<()> {
+    let db = Db::open(path, bulk)?;
     let (mut pages, mut runs) = (0, 0);
     let t = Instant::now();
     for _ in 0..50 {
-        let (p, r) = batch(&db, &mut rng, args.keys, 1000)?;
+        let (p, r) = batch(&db, rng, args.keys, 1000)?;
         pages += p;
         runs += r;
     }
@@ -200,6 +217,8 @@ fn main() -> Result<()> {
         s.free_pages as f64 * 100.0 / s.high_water as f64
     );
     drop(db);
-    std::fs::remove_file(&path)?;
+    if !args.keep {
+        std::fs::remove_file(path)?;
+    }
     Ok(())
 }
