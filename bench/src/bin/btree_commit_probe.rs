@@ -41,6 +41,12 @@ struct Args {
     /// Only the batches of 1000 updates (sync off): for profiling.
     #[arg(long)]
     batches_only: bool,
+    /// `Options::free_space_target_percent` for the measured part.
+    #[arg(long, default_value_t = 50)]
+    free_space_target: u32,
+    /// Batches of 1000 updates measured (sync off).
+    #[arg(long, default_value_t = 50)]
+    batches: u32,
 }
 
 fn key(i: u64) -> Vec<u8> {
@@ -76,6 +82,7 @@ fn main() -> Result<()> {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let bulk = Options {
         sync: SyncMode::None,
+        free_space_target_percent: args.free_space_target,
         ..Options::default()
     };
     if !(args.reuse && path.exists()) {
@@ -148,7 +155,7 @@ fn main() -> Result<()> {
                 &path,
                 Options {
                     sync: mode,
-                    ..Options::default()
+                    ..bulk.clone()
                 },
             )?;
             let (mut pages, mut runs, mut fsyncs) = (0, 0, 0);
@@ -184,16 +191,17 @@ fn batches(args: &Args, path: &std::path::Path, rng: &mut Rng, bulk: Options) ->
     let db = Db::open(path, bulk)?;
     let (mut pages, mut runs) = (0, 0);
     let t = Instant::now();
-    for _ in 0..50 {
+    let n = args.batches.max(1);
+    for _ in 0..n {
         let (p, r) = batch(&db, rng, args.keys, 1000)?;
         pages += p;
         runs += r;
     }
-    let per = t.elapsed() / 50;
+    let per = t.elapsed() / n;
     println!(
         "batch of 1000 random updates, sync off: {per:.1?} per commit; {} pages in {} runs per commit",
-        pages / 50,
-        runs / 50
+        pages / n as u64,
+        runs / n as u64
     );
     let t = Instant::now();
     for _ in 0..50 {

@@ -118,8 +118,9 @@ const IOV_PER_WRITE_MAX: usize = 1024;
 /// Writing at most 16 KiB at a time keeps folios small.
 const WRITE_PAGES_MAX: u64 = 4;
 /// Shortest run of free pages a commit's nodes are written to while free
-/// space is less than half the file. On the disk measured, a separate
-/// write request costs about as much as ten contiguous pages.
+/// space is under `Options::free_space_target_percent`. On the disk
+/// measured, a separate write request costs as much as ten or more
+/// contiguous pages.
 const RUN_PAGES_MIN: u64 = 16;
 /// Node groups, allocated apart: pages that die soon (branches, whose
 /// copies every commit touching their subtree replaces, and the catalog)
@@ -200,14 +201,17 @@ impl<'a> PageWriter<'a> {
         let hot_in_reserved = nodes[HOT].min(reserved.len);
         let cold_in_reserved = nodes[COLD].min(reserved.len - hot_in_reserved);
         self.quota = [hot_in_reserved, cold_in_reserved];
-        // Short runs cost a write request each. The shorter extents are
-        // used only as free pages become most of the file, which bounds the
-        // file at about three times what it holds.
+        // Short runs cost a write request each: they are used only once
+        // free pages exceed the target share of the file, which holds the
+        // file near `100 / (100 − target)` times its data.
         let free_pct = self.freelist.free_pages() * 100 / self.high_water.max(1);
-        let min_run = match free_pct {
-            0..=50 => RUN_PAGES_MIN,
-            51..=60 => RUN_PAGES_MIN / 4,
-            _ => 1,
+        let target = self.inner.opts.free_space_target_percent as u64;
+        let min_run = if free_pct <= target {
+            RUN_PAGES_MIN
+        } else if free_pct <= target + 10 {
+            RUN_PAGES_MIN / 4
+        } else {
+            1
         };
         for group in [HOT, COLD] {
             self.runs[group].clear();

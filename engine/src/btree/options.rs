@@ -37,6 +37,15 @@ pub struct Options {
     /// checkpoints a commit is one contiguous write. Default 64; at least 1
     /// (1: every commit writes a meta page too).
     pub checkpoint_interval_commits: u32,
+    /// Free space, in percent of the file, up to which a commit writes its
+    /// pages only into free extents of at least 16 pages (or the file's
+    /// tail); above it, shorter extents are used too (down to 4 pages, and
+    /// to single pages 10 points higher). Each extent is a separate write
+    /// for the disk, so this trades file size against write requests per
+    /// commit: under random updates the file settles near
+    /// `100 / (100 − p)` times the data it holds. Default 50 (about twice
+    /// the data); 1 to 90.
+    pub free_space_target_percent: u32,
 }
 
 impl Default for Options {
@@ -48,6 +57,7 @@ impl Default for Options {
             grow_step_min_bytes: 1 << 20,
             grow_step_max_bytes: 256 << 20,
             checkpoint_interval_commits: 64,
+            free_space_target_percent: 50,
         }
     }
 }
@@ -71,6 +81,12 @@ impl Options {
             return Err(Error::InvalidOptions(format!(
                 "grow steps {}..{} are empty or inverted",
                 self.grow_step_min_bytes, self.grow_step_max_bytes
+            )));
+        }
+        if !(1..=90).contains(&self.free_space_target_percent) {
+            return Err(Error::InvalidOptions(format!(
+                "free_space_target_percent {} is not in 1..=90",
+                self.free_space_target_percent
             )));
         }
         if self.checkpoint_interval_commits == 0 {
