@@ -44,6 +44,9 @@ struct Args {
     /// `Options::free_space_target_percent` for the measured part.
     #[arg(long, default_value_t = 50)]
     free_space_target: u32,
+    /// Only the one-key commits with sync off, this many: for profiling.
+    #[arg(long)]
+    nosync_commits_only: Option<u32>,
     /// Batches of 1000 updates measured (sync off).
     #[arg(long, default_value_t = 50)]
     batches: u32,
@@ -128,6 +131,21 @@ fn main() -> Result<()> {
     drop(db);
     if args.batches_only {
         return batches(&args, &path, &mut rng, bulk);
+    }
+    if let Some(n) = args.nosync_commits_only {
+        let db = Db::open(&path, bulk)?;
+        let t = Instant::now();
+        for _ in 0..n {
+            let mut tx = db.begin_write()?;
+            tx.put(b"b", &key(rng.below(args.keys)), &[9u8; 150])?;
+            tx.commit()?;
+        }
+        println!(
+            "{n} one-key commits, sync off: {:.1?} each",
+            t.elapsed() / n
+        );
+        db.sync()?;
+        return Ok(());
     }
 
     let raw = args.dir.join("fdatasync-probe");

@@ -328,6 +328,12 @@ fn main() -> Result<()> {
         )?;
     }
     render_sizes(&mut md, &run)?;
+    // Hand-written analysis kept next to the table (why a target is met or
+    // missed); the numbers above are regenerated, the notes are not.
+    let notes = out.with_file_name("btree-notes.md");
+    if let Ok(text) = std::fs::read_to_string(&notes) {
+        writeln!(md, "\n{}", text.trim_end())?;
+    }
     std::fs::create_dir_all(out.parent().unwrap_or(Path::new(".")))?;
     std::fs::write(&out, &md)?;
     print!("{md}");

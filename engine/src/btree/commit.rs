@@ -115,8 +115,9 @@ const IOV_PER_WRITE_MAX: usize = 1024;
 /// creates it: large writes leave large folios (up to 2 MiB on ext4), and
 /// every later one-page write into one costs work proportional to the folio
 /// (measured: 3.5 µs instead of 1 µs per 4 KiB write on Linux 6.18 ext4).
-/// Writing at most 16 KiB at a time keeps folios small.
-const WRITE_PAGES_MAX: u64 = 4;
+/// Writing at most 32 KiB at a time keeps folios small (a one-key commit,
+/// record and five nodes, is still one write).
+const WRITE_PAGES_MAX: u64 = 8;
 /// Shortest run of free pages a commit's nodes are written to while free
 /// space is under `Options::free_space_target_percent`. On the disk
 /// measured, a separate write request costs as much as ten or more
