@@ -3,24 +3,101 @@
 //! the store skips indexes at or below its consistent index). The answer
 //! goes to the request waiting for it on this member, if any (a follower
 //! applies entries other members proposed; nobody waits for those here).
+//!
+//! Besides the store, the applier keeps what the server learns from the
+//! log: active alarms and the member table (names, peer and client URLs).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use engine::mvcc::{self, Store};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use tokio::sync::oneshot;
 
-use crate::entry::{self, AlarmAction, AlarmChange, Body};
+use crate::entry::{self, AlarmAction, AlarmChange, Attributes, Body};
 use crate::metrics::Metrics;
+
+/// The store a member serves from. A follower that installs a leader's
+/// snapshot replaces it whole; readers holding the previous one finish
+/// on it (it closes when the last of them lets go).
+pub struct StoreCell(RwLock<Arc<Store>>);
+
+impl StoreCell {
+    pub fn new(store: Arc<Store>) -> StoreCell {
+        StoreCell(RwLock::new(store))
+    }
+
+    pub fn load(&self) -> Arc<Store> {
+        self.0.read().clone()
+    }
+
+    /// Installs `store`; returns the one it replaces.
+    pub fn replace(&self, store: Arc<Store>) -> Arc<Store> {
+        std::mem::replace(&mut *self.0.write(), store)
+    }
+}
+
+/// One member as the server knows it: its name and client URLs (from the
+/// attributes it published through the log) and its peer URLs (from the
+/// configuration change that added it, or `--initial-cluster`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MemberRecord {
+    pub name: String,
+    pub peer_urls: Vec<String>,
+    pub client_urls: Vec<String>,
+}
+
+/// The member table, by raft id.
+#[derive(Default)]
+pub struct Members {
+    table: Mutex<BTreeMap<u64, MemberRecord>>,
+}
+
+impl Members {
+    pub fn get(&self, id: u64) -> Option<MemberRecord> {
+        self.table.lock().get(&id).cloned()
+    }
+
+    pub fn all(&self) -> BTreeMap<u64, MemberRecord> {
+        self.table.lock().clone()
+    }
+
+    /// A member known from the flags (`--initial-cluster`).
+    pub fn seed(&self, id: u64, name: &str, peer_urls: Vec<String>) {
+        let mut t = self.table.lock();
+        let m = t.entry(id).or_default();
+        if m.name.is_empty() {
+            m.name = name.to_string();
+        }
+        if m.peer_urls.is_empty() {
+            m.peer_urls = peer_urls;
+        }
+    }
+
+    pub fn set_peer_urls(&self, id: u64, peer_urls: Vec<String>) {
+        self.table.lock().entry(id).or_default().peer_urls = peer_urls;
+    }
+
+    pub fn set_attributes(&self, a: &Attributes) {
+        let mut t = self.table.lock();
+        let m = t.entry(a.member_id).or_default();
+        m.name = a.name.clone();
+        m.client_urls = a.client_urls.clone();
+    }
+
+    pub fn remove(&self, id: u64) {
+        self.table.lock().remove(&id);
+    }
+}
 
 /// The outcome of one applied entry, for the request that proposed it.
 #[derive(Debug)]
 pub enum Answer {
     /// The store's answer; `Ok(None)` if the index had been applied before.
     Store(Result<Option<mvcc::Response>, mvcc::Error>),
-    Alarm,
+    /// A server-level entry (alarm, member attributes) was applied.
+    Done,
 }
 
 /// An answer ready to hand to its waiting request.
@@ -126,9 +203,10 @@ impl Alarms {
 
 /// Applies committed entries to the store.
 pub struct Applier {
-    pub store: Arc<Store>,
+    pub store: StoreCell,
     pub waits: Arc<Waits>,
     pub alarms: Arc<Alarms>,
+    pub members: Members,
     member_id: u64,
     /// Set when the store failed fatally: the member stops applying.
     failed: Mutex<Option<String>>,
@@ -137,12 +215,18 @@ pub struct Applier {
 impl Applier {
     pub fn new(store: Arc<Store>, member_id: u64) -> Applier {
         Applier {
-            store,
+            store: StoreCell::new(store),
             waits: Arc::new(Waits::new()),
             alarms: Arc::new(Alarms::default()),
+            members: Members::default(),
             member_id,
             failed: Mutex::new(None),
         }
+    }
+
+    /// The store to read from now.
+    pub fn store(&self) -> Arc<Store> {
+        self.store.load()
     }
 
     pub fn member_id(&self) -> u64 {
@@ -159,18 +243,19 @@ impl Applier {
     /// go on (the caller stops the member).
     pub fn apply(&self, index: u64, data: &[u8]) -> Result<Option<Delivery>, String> {
         let m = Metrics::global();
+        let store = self.store();
         let e = match entry::decode(data) {
             Ok(e) => e,
             Err(err) => {
                 // Not ours (or corrupt): consume the index, answer nobody.
                 tracing::warn!(index, "skipping undecodable log entry: {err}");
-                self.store.advance_index(index).map_err(|e| self.fail(&e))?;
+                store.advance_index(index).map_err(|e| self.fail(&e))?;
                 return Ok(None);
             }
         };
         let answer = match e.body {
             Body::Command(bytes) => {
-                let r = self.store.apply_encoded(index, bytes);
+                let r = store.apply_encoded(index, bytes);
                 if let Err(err) = &r {
                     if err.is_fatal() {
                         return Err(self.fail(err));
@@ -178,10 +263,17 @@ impl Applier {
                 }
                 Answer::Store(r)
             }
+            // Replayed entries are applied again: in log order, they end
+            // in the state the last of them left.
             Body::Alarm(a) => {
                 self.alarms.change(a);
-                self.store.advance_index(index).map_err(|e| self.fail(&e))?;
-                Answer::Alarm
+                store.advance_index(index).map_err(|e| self.fail(&e))?;
+                Answer::Done
+            }
+            Body::Attributes(a) => {
+                self.members.set_attributes(&a);
+                store.advance_index(index).map_err(|e| self.fail(&e))?;
+                Answer::Done
             }
         };
         m.proposals_applied.set(index as i64);
@@ -194,10 +286,32 @@ impl Applier {
     /// An entry without a server payload (raft's empty entries and
     /// configuration changes) still consumes its index.
     pub fn apply_empty(&self, index: u64) -> Result<(), String> {
-        self.store.advance_index(index).map_err(|e| self.fail(&e))?;
+        self.store()
+            .advance_index(index)
+            .map_err(|e| self.fail(&e))?;
         Metrics::global().proposals_applied.set(index as i64);
         Ok(())
     }
+
+    /// A committed configuration change: the member table follows it.
+    pub fn apply_membership(
+        &self,
+        index: u64,
+        change: &raftlog::MembershipChange,
+    ) -> Result<(), String> {
+        use raftlog::MembershipChange as C;
+        match change {
+            C::AddVoter { id, peer_url } | C::AddLearner { id, peer_url } => {
+                self.members.set_peer_urls(*id, vec![peer_url.clone()])
+            }
+            C::Remove { id } => self.members.remove(*id),
+            C::PromoteLearner { .. } => {}
+        }
+        self.apply_empty(index)
+    }
+
+    /// After the store was replaced by a leader's snapshot.
+    pub fn reload_server_state(&self) {}
 
     pub fn deliver(&self, d: Delivery) {
         self.waits.deliver(d);

@@ -188,6 +188,10 @@ pub struct Flags {
     /// Number of committed transactions to trigger a snapshot to disk.
     #[arg(long, default_value_t = 100_000)]
     pub snapshot_count: u64,
+    /// Entries kept in the WAL behind a snapshot, so a slow follower
+    /// catches up from the log instead of a snapshot (etcd 3.5's flag).
+    #[arg(long, default_value_t = 5000)]
+    pub experimental_snapshot_catchup_entries: u64,
     /// Time (in milliseconds) of a heartbeat interval.
     #[arg(long, default_value_t = 100)]
     pub heartbeat_interval: u64,
@@ -238,6 +242,7 @@ pub struct Config {
     pub max_request_bytes: usize,
     pub max_txn_ops: usize,
     pub snapshot_count: u64,
+    pub snapshot_catchup_entries: u64,
     pub heartbeat_interval: Duration,
     pub election_timeout: Duration,
     pub listen_metrics_urls: Vec<Url>,
@@ -352,6 +357,7 @@ impl Flags {
             max_request_bytes: self.max_request_bytes as usize,
             max_txn_ops: self.max_txn_ops as usize,
             snapshot_count: self.snapshot_count,
+            snapshot_catchup_entries: self.experimental_snapshot_catchup_entries,
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval),
             election_timeout: Duration::from_millis(self.election_timeout),
             listen_metrics_urls: self.listen_metrics_urls.map(|u| u.0).unwrap_or_default(),

@@ -7,17 +7,26 @@
 //!
 //! ```text
 //! u8      envelope version (1)
-//! u8      kind: 1 MVCC command, 2 alarm
+//! u8      kind: 1 MVCC command, 2 alarm, 3 member attributes
 //! u64 LE  proposing member id
 //! u64 LE  request id (unique per proposing process)
 //! ...     kind 1: engine::mvcc::Command encoding
 //!         kind 2: u8 action (1 activate, 2 deactivate), u64 LE member,
 //!                 u8 alarm type (etcd's AlarmType)
+//!         kind 3: u64 LE member, u16 LE name length, name, u8 count of
+//!                 client URLs, each u16 LE length + URL (etcd's
+//!                 `publish`: a member announces its name and client URLs
+//!                 through the log when it starts)
 //! ```
 
 pub const ENTRY_VERSION: u8 = 1;
 const KIND_COMMAND: u8 = 1;
 const KIND_ALARM: u8 = 2;
+const KIND_ATTRS: u8 = 3;
+/// Longest member name or URL in an attributes entry.
+pub const ATTR_TEXT_MAX: usize = 4096;
+/// Most client URLs in an attributes entry.
+pub const ATTR_URLS_MAX: usize = 64;
 pub const HEADER_LEN: usize = 18;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,11 +43,20 @@ pub struct AlarmChange {
     pub alarm: u8,
 }
 
+/// What a member announces about itself (etcd's member attributes).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Attributes {
+    pub member_id: u64,
+    pub name: String,
+    pub client_urls: Vec<String>,
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum Body<'a> {
     /// An `engine::mvcc::Command`, still encoded.
     Command(&'a [u8]),
     Alarm(AlarmChange),
+    Attributes(Attributes),
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -58,6 +76,8 @@ pub enum EntryError {
     Kind(u8),
     #[error("alarm entry is malformed")]
     Alarm,
+    #[error("member attributes entry is malformed")]
+    Attributes,
 }
 
 fn header(kind: u8, origin: u64, request_id: u64, capacity: usize) -> Vec<u8> {
@@ -87,6 +107,64 @@ pub fn alarm(origin: u64, request_id: u64, a: AlarmChange) -> Vec<u8> {
     out
 }
 
+/// Encodes a member's attributes; names and URLs longer than
+/// `ATTR_TEXT_MAX` and URLs beyond `ATTR_URLS_MAX` are refused.
+pub fn attributes(origin: u64, request_id: u64, a: &Attributes) -> Result<Vec<u8>, EntryError> {
+    let too_long = |t: &str| t.len() > ATTR_TEXT_MAX;
+    if too_long(&a.name)
+        || a.client_urls.len() > ATTR_URLS_MAX
+        || a.client_urls.iter().any(|u| too_long(u))
+    {
+        return Err(EntryError::Attributes);
+    }
+    let mut out = header(KIND_ATTRS, origin, request_id, 64);
+    out.extend_from_slice(&a.member_id.to_le_bytes());
+    out.extend_from_slice(&(a.name.len() as u16).to_le_bytes());
+    out.extend_from_slice(a.name.as_bytes());
+    out.push(a.client_urls.len() as u8);
+    for u in &a.client_urls {
+        out.extend_from_slice(&(u.len() as u16).to_le_bytes());
+        out.extend_from_slice(u.as_bytes());
+    }
+    Ok(out)
+}
+
+fn decode_attributes(mut b: &[u8]) -> Result<Attributes, EntryError> {
+    fn take<'a>(b: &mut &'a [u8], n: usize) -> Result<&'a [u8], EntryError> {
+        if b.len() < n {
+            return Err(EntryError::Attributes);
+        }
+        let (head, tail) = b.split_at(n);
+        *b = tail;
+        Ok(head)
+    }
+    fn text(b: &mut &[u8]) -> Result<String, EntryError> {
+        let n = u16::from_le_bytes(take(b, 2)?.try_into().expect("2 bytes")) as usize;
+        if n > ATTR_TEXT_MAX {
+            return Err(EntryError::Attributes);
+        }
+        String::from_utf8(take(b, n)?.to_vec()).map_err(|_| EntryError::Attributes)
+    }
+    let member_id = u64::from_le_bytes(take(&mut b, 8)?.try_into().expect("8 bytes"));
+    let name = text(&mut b)?;
+    let count = take(&mut b, 1)?[0] as usize;
+    if count > ATTR_URLS_MAX {
+        return Err(EntryError::Attributes);
+    }
+    let mut client_urls = Vec::with_capacity(count);
+    for _ in 0..count {
+        client_urls.push(text(&mut b)?);
+    }
+    if !b.is_empty() {
+        return Err(EntryError::Attributes);
+    }
+    Ok(Attributes {
+        member_id,
+        name,
+        client_urls,
+    })
+}
+
 pub fn decode(b: &[u8]) -> Result<Entry<'_>, EntryError> {
     if b.len() < HEADER_LEN {
         return Err(EntryError::Short(b.len()));
@@ -114,6 +192,7 @@ pub fn decode(b: &[u8]) -> Result<Entry<'_>, EntryError> {
                 alarm: rest[9],
             })
         }
+        KIND_ATTRS => Body::Attributes(decode_attributes(rest)?),
         k => return Err(EntryError::Kind(k)),
     };
     Ok(Entry {
@@ -148,6 +227,23 @@ mod tests {
             alarm: 1,
         };
         assert_eq!(decode(&alarm(1, 2, a)).unwrap().body, Body::Alarm(a));
+        let attrs = Attributes {
+            member_id: 5,
+            name: "m0".into(),
+            client_urls: vec!["http://127.0.0.1:2379".into(), "http://[::1]:1".into()],
+        };
+        let enc = attributes(1, 3, &attrs).unwrap();
+        assert_eq!(decode(&enc).unwrap().body, Body::Attributes(attrs));
+        for cut in HEADER_LEN..enc.len() {
+            assert_eq!(
+                decode(&enc[..cut]),
+                Err(EntryError::Attributes),
+                "cut at {cut}"
+            );
+        }
+        let mut long = enc.clone();
+        long.push(0);
+        assert_eq!(decode(&long), Err(EntryError::Attributes));
         assert_eq!(decode(&b[..5]), Err(EntryError::Short(5)));
         let mut v = b.clone();
         v[0] = 9;

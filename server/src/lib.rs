@@ -5,7 +5,7 @@
 //! One concept per file: `config` (flags), `errors` (etcd's codes and
 //! messages), `validate` (request checks), `convert` (wire ↔ store types),
 //! `entry` (what goes into the log), `apply` (committed entry → store),
-//! `replication` (the log seam), `local_log` (a one-member log), `node`
+//! `replication` (the log seam), `raft` (the seam on raftlog), `node`
 //! (what the services share), `service/*`, `snapshot`, `metrics`, `http`,
 //! `serve` (listeners).
 
@@ -15,9 +15,9 @@ pub mod convert;
 pub mod entry;
 pub mod errors;
 pub mod http;
-pub mod local_log;
 pub mod metrics;
 pub mod node;
+pub mod raft;
 pub mod replication;
 pub mod serve;
 pub mod service;

@@ -16,8 +16,10 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(1);
         }
     };
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // raft-rs narrates every election and dropped proposal at info.
+    let directives = format!("{0},raft=warn,raftlog={0}", config.log_level);
+    let filter = tracing_subscriber::EnvFilter::try_new(&directives)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,raft=warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

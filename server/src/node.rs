@@ -3,32 +3,35 @@
 //! header, proposing a write and waiting for its answer, linearizable read
 //! barriers, the backend quota, lease expiry.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use engine::backend::BackendKind as EngineBackend;
 use engine::mvcc::{self, Command, LeaseExpiry, Store, StoreOptions};
+use parking_lot::Mutex;
 use proto::etcdserverpb::ResponseHeader;
+use raftlog::cluster::{ClusterState as RaftClusterState, InitialCluster, Member as RaftMember};
 use tonic::Status;
 
 use crate::apply::{Answer, Applier};
-use crate::config::{BackendKind, Config};
-use crate::entry::{self, AlarmAction, AlarmChange};
+use crate::config::{BackendKind, ClusterState, Config};
+use crate::entry::{self, AlarmAction, AlarmChange, Attributes};
 use crate::errors::{self, EtcdError};
-use crate::local_log::LocalLog;
 use crate::metrics::Metrics;
-use crate::replication::{MemberInfo, Replication};
+use crate::raft::{Machine, RaftLog};
+use crate::replication::Replication;
 
 /// etcd's AlarmType NOSPACE.
 pub const ALARM_NOSPACE: u8 = 1;
 
 pub struct Node {
     pub cfg: Config,
-    pub store: Arc<Store>,
     pub applier: Arc<Applier>,
+    /// The log (raftlog's node) behind the `Replication` seam.
     pub repl: Arc<dyn Replication>,
+    pub raft: Arc<RaftLog>,
     pub member_id: u64,
     pub cluster_id: u64,
     /// How long a request waits for its entry to be applied (etcd: 5 s
@@ -36,32 +39,90 @@ pub struct Node {
     pub request_timeout: Duration,
     /// The backend size last measured, for the quota check.
     db_size_bytes: AtomicI64,
+    /// Bytes of writes accepted since the backend size was last measured
+    /// after a commit (quota check).
+    unmeasured_bytes: AtomicU64,
     lease_seq: AtomicU64,
+    /// A connection to the leader's client URL (id, channel), for the
+    /// requests a follower forwards (LeaseKeepAlive, LeaseTimeToLive,
+    /// member changes).
+    leader_channel: Mutex<Option<(u64, tonic::transport::Channel)>>,
 }
 
-/// The raft member id of `name` in a cluster bootstrapped with `token`:
-/// the same derivation as raftlog's (a hash of token and name, top bit
-/// clear, never 0), so every member computes every id from the flags.
-pub fn member_id(token: &str, name: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in token.as_bytes().iter().chain(&[0]).chain(name.as_bytes()) {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    (h & (u64::MAX >> 1)).max(1)
+/// The raft member id of a member: raftlog's derivation from the cluster
+/// token and the member's name for the members of `--initial-cluster`,
+/// and from its first peer URL for members added later (MemberAdd does
+/// not carry a name), so every member computes every id from the flags.
+pub fn member_id(token: &str, name_or_peer_url: &str) -> u64 {
+    raftlog::cluster::member_id(token, name_or_peer_url)
 }
 
-fn cluster_id(ids: &[u64]) -> u64 {
-    let mut ids = ids.to_vec();
-    ids.sort_unstable();
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for id in ids {
-        for b in id.to_be_bytes() {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+/// The cluster id: derived from the cluster token, which every member of
+/// a cluster shares (a member that joins later cannot know the initial
+/// member list, from which etcd derives it).
+pub fn cluster_id(token: &str) -> u64 {
+    raftlog::cluster::member_id(token, "\0cluster")
+}
+
+/// `member/id`: this member's raft id, written when the data dir is
+/// created, so a restart keeps it whatever `--initial-cluster-state` says.
+fn resolve_member_id(cfg: &Config, member_dir: &Path) -> anyhow::Result<u64> {
+    let path = member_dir.join("id");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let id = u64::from_str_radix(text.trim(), 16)
+                .map_err(|_| anyhow::anyhow!("{}: not a member id: {text:?}", path.display()))?;
+            return Ok(id);
         }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e.into()),
     }
-    (h & (u64::MAX >> 1)).max(1)
+    let id = match cfg.initial_cluster_state {
+        ClusterState::New => member_id(&cfg.initial_cluster_token, &cfg.name),
+        ClusterState::Existing => member_id(
+            &cfg.initial_cluster_token,
+            &cfg.initial_advertise_peer_urls[0].to_string(),
+        ),
+    };
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, format!("{id:x}\n"))?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    std::fs::File::open(member_dir)?.sync_all()?;
+    Ok(id)
+}
+
+/// raftlog's view of `--initial-cluster`: every member (ids from names)
+/// for a new cluster; only this member when it joins an existing one
+/// (it learns the others from the leader).
+fn raft_cluster(cfg: &Config, me: u64) -> InitialCluster {
+    let token = cfg.initial_cluster_token.clone();
+    let mut members: Vec<RaftMember> = match cfg.initial_cluster_state {
+        ClusterState::New => cfg
+            .initial_cluster
+            .iter()
+            .map(|m| RaftMember {
+                id: member_id(&token, &m.name),
+                name: m.name.clone(),
+                peer_urls: m.peer_urls.iter().map(|u| u.to_string()).collect(),
+            })
+            .collect(),
+        ClusterState::Existing => vec![],
+    };
+    if !members.iter().any(|m| m.id == me) {
+        members.retain(|m| m.name != cfg.name);
+        members.push(RaftMember {
+            id: me,
+            name: cfg.name.clone(),
+            peer_urls: cfg
+                .initial_advertise_peer_urls
+                .iter()
+                .map(|u| u.to_string())
+                .collect(),
+        });
+    }
+    members.sort_by_key(|m| m.id);
+    InitialCluster { token, members }
 }
 
 impl Node {
@@ -70,10 +131,7 @@ impl Node {
         cfg.data_dir.join("member").join("snap").join("db")
     }
 
-    pub fn open(cfg: Config) -> anyhow::Result<Arc<Node>> {
-        let snap_dir = cfg.data_dir.join("member").join("snap");
-        std::fs::create_dir_all(&snap_dir)?;
-        std::fs::create_dir_all(cfg.data_dir.join("member").join("wal"))?;
+    pub fn store_options(cfg: &Config) -> StoreOptions {
         let mut opts = StoreOptions {
             backend: match cfg.backend {
                 BackendKind::Btree => EngineBackend::Btree,
@@ -91,77 +149,233 @@ impl Node {
         if let Some(l) = cfg.backend_batch_limit {
             opts.batch_limit = l as usize;
         }
-        let store = Arc::new(Store::open(Self::db_path(&cfg), opts)?);
-        let ids: Vec<u64> = cfg
-            .initial_cluster
-            .iter()
-            .map(|m| member_id(&cfg.initial_cluster_token, &m.name))
-            .collect();
-        let me = member_id(&cfg.initial_cluster_token, &cfg.name);
-        if cfg.initial_cluster.len() > 1 {
-            anyhow::bail!(
-                "a cluster of {} members needs the raft log (raftlog), which this build does not include yet",
-                cfg.initial_cluster.len()
-            );
+        opts
+    }
+
+    /// raftlog's settings from etcd's flags.
+    fn raft_config(cfg: &Config, id: u64) -> raftlog::Config {
+        let mut r = raftlog::Config::new(id);
+        r.tick_interval = cfg.heartbeat_interval;
+        r.heartbeat_tick = 1;
+        // The flags guarantee election ≥ 5 × heartbeat.
+        let ticks = (cfg.election_timeout.as_millis() / cfg.heartbeat_interval.as_millis().max(1))
+            .max(2) as usize;
+        r.election_tick = ticks;
+        r.read_index_retry_ticks = ticks;
+        r.snapshot_interval_entries = cfg.snapshot_count.max(1);
+        r.compaction_margin_entries = cfg.snapshot_catchup_entries;
+        // The server refuses requests over --max-request-bytes itself; the
+        // envelope adds a few bytes.
+        r.command_bytes_max = cfg.max_request_bytes + 1024;
+        r.max_uncommitted_size = r.max_uncommitted_size.max(4 * r.command_bytes_max as u64);
+        r
+    }
+
+    pub fn open(cfg: Config) -> anyhow::Result<Arc<Node>> {
+        let member_dir = cfg.data_dir.join("member");
+        std::fs::create_dir_all(member_dir.join("snap"))?;
+        std::fs::create_dir_all(member_dir.join("wal"))?;
+        let me = resolve_member_id(&cfg, &member_dir)?;
+        let store_opts = Self::store_options(&cfg);
+        let store = Arc::new(Store::open(Self::db_path(&cfg), store_opts.clone())?);
+        let applier = Arc::new(Applier::new(store, me));
+        let cluster = raft_cluster(&cfg, me);
+        for m in &cluster.members {
+            applier.members.seed(m.id, &m.name, m.peer_urls.clone());
         }
-        let applier = Arc::new(Applier::new(store.clone(), me));
-        let member = MemberInfo {
-            id: me,
-            name: cfg.name.clone(),
-            peer_urls: cfg
-                .initial_advertise_peer_urls
-                .iter()
-                .map(|u| u.to_string())
-                .collect(),
-            client_urls: cfg
-                .advertise_client_urls
-                .iter()
-                .map(|u| u.to_string())
-                .collect(),
-            is_learner: false,
+        let listen_peer = cfg.listen_peer_urls[0]
+            .socket_addr()
+            .map_err(anyhow::Error::msg)?
+            .to_string();
+        let mut ncfg = raftlog::NodeConfig::new(
+            Self::raft_config(&cfg, me),
+            &cfg.data_dir,
+            cluster,
+            &listen_peer,
+        );
+        ncfg.advertise_peer_url = cfg.initial_advertise_peer_urls[0].to_string();
+        // The WAL's writer is fed by the raft loop, one batch per loop
+        // turn; spinning for the next batch burns a core's worth of time
+        // at moderate load without shortening a round trip (measured).
+        ncfg.wal.writer_spin = Duration::ZERO;
+        ncfg.wal.waiter_spin = Duration::ZERO;
+        ncfg.cluster_state = match cfg.initial_cluster_state {
+            ClusterState::New => RaftClusterState::New,
+            ClusterState::Existing => RaftClusterState::Existing,
         };
-        let repl: Arc<dyn Replication> = Arc::new(LocalLog::start(member, applier.clone()));
+        let machine = Machine {
+            applier: applier.clone(),
+            db_path: Self::db_path(&cfg),
+            store_opts,
+        };
+        let raft_node = raftlog::Node::open(ncfg, machine)?;
         let request_timeout = Duration::from_secs(5) + 2 * cfg.election_timeout;
+        let raft = Arc::new(RaftLog::new(
+            raft_node,
+            applier.clone(),
+            me,
+            request_timeout,
+        ));
         Metrics::global()
             .quota_backend_bytes
             .set(cfg.quota_backend_bytes as i64);
         let node = Arc::new(Node {
-            cluster_id: cluster_id(&ids),
+            cluster_id: cluster_id(&cfg.initial_cluster_token),
             member_id: me,
             request_timeout,
             db_size_bytes: AtomicI64::new(0),
+            unmeasured_bytes: AtomicU64::new(0),
             lease_seq: AtomicU64::new(0),
+            leader_channel: Mutex::new(None),
             cfg,
-            store,
             applier,
-            repl,
+            repl: raft.clone(),
+            raft,
         });
         node.refresh_db_size();
         Ok(node)
     }
 
-    /// Background duties: backend size for metrics and quota, expired
-    /// leases (the leader proposes their revocation).
+    /// The store to serve from.
+    pub fn store(&self) -> Arc<Store> {
+        self.applier.store()
+    }
+
+    /// etcd's publish: announces this member's name and client URLs
+    /// through the log, retrying until the entry is applied. A member
+    /// serves clients only after that (the log is then replayed and a
+    /// leader is known), as etcd does.
+    pub async fn publish(&self) {
+        let attrs = Attributes {
+            member_id: self.member_id,
+            name: self.cfg.name.clone(),
+            client_urls: self
+                .cfg
+                .advertise_client_urls
+                .iter()
+                .map(|u| u.to_string())
+                .collect(),
+        };
+        loop {
+            match self.propose_attributes(&attrs).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::info!("publishing member attributes: {}; retrying", e.message());
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+
+    async fn propose_attributes(&self, attrs: &Attributes) -> Result<(), Status> {
+        let Some((id, rx)) = self.applier.waits.register() else {
+            return Err(EtcdError::TooManyRequests.into());
+        };
+        let data = match entry::attributes(self.member_id, id, attrs) {
+            Ok(d) => d,
+            Err(e) => {
+                self.applier.waits.cancel(id);
+                return Err(errors::unknown(e));
+            }
+        };
+        self.wait(id, data, rx).await.map(|_| ())
+    }
+
+    /// Background duties: term and leader for headers, WAL fsync metrics,
+    /// backend size for metrics and quota, and on the leader lease expiry
+    /// (it proposes their revocation) and lease renewal when it takes over.
     pub fn spawn_background(self: &Arc<Self>) {
         let node = self.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            let mut tick = tokio::time::interval(Duration::from_millis(10));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut n: u64 = 0;
+            let mut was_leader = false;
+            let mut last_campaign: Option<tokio::time::Instant> = None;
             loop {
                 tick.tick().await;
-                node.refresh_db_size();
-                if node.repl.status().is_leader() {
-                    for id in node.store.expired_leases() {
-                        let cmd = Command::LeaseRevoke(mvcc::LeaseRevokeRequest { id });
-                        // Nobody waits: request id 0 from origin 0.
-                        let _ = node.repl.propose(entry::command(0, 0, &cmd)).await;
+                n += 1;
+                let s = node.raft.refresh();
+                let campaign_due =
+                    last_campaign.is_none_or(|t| t.elapsed() >= node.cfg.election_timeout);
+                if campaign_due && node.raft.campaign_if_alone(&s) {
+                    last_campaign = Some(tokio::time::Instant::now());
+                }
+                let m = Metrics::global();
+                let is_leader = s.leader_id == node.member_id;
+                m.has_leader.set((s.leader_id != 0) as i64);
+                m.is_leader.set(is_leader as i64);
+                m.proposals_committed.set(s.commit_index as i64);
+                if is_leader && !was_leader {
+                    // etcd's lessor Promote: the new leader's deadlines
+                    // start over, since keep-alives went to the old one.
+                    let store = node.store();
+                    for id in store.lease_leases().leases {
+                        let _ = store.lease_keep_alive(id);
+                    }
+                    m.leader_changes.inc();
+                }
+                was_leader = is_leader;
+                if n.is_multiple_of(50) {
+                    node.refresh_db_size();
+                    if is_leader {
+                        node.revoke_expired_leases().await;
+                    }
+                }
+                if n.is_multiple_of(100) {
+                    for (secs, count) in node.raft.wal_fsyncs_since_last() {
+                        for _ in 0..count {
+                            m.wal_fsync_seconds.observe(secs);
+                        }
                     }
                 }
             }
         });
     }
 
+    async fn revoke_expired_leases(&self) {
+        for id in self.store().expired_leases() {
+            let cmd = Command::LeaseRevoke(mvcc::LeaseRevokeRequest { id });
+            // Nobody waits: request id 0 from origin 0.
+            let _ = self.repl.propose(entry::command(0, 0, &cmd)).await;
+        }
+    }
+
+    /// A channel to the leader's first client URL, for the requests a
+    /// follower forwards; None when no leader (or its URL) is known.
+    pub fn leader_channel(&self) -> Option<tonic::transport::Channel> {
+        let leader = self.repl.leader_id();
+        if leader == 0 {
+            return None;
+        }
+        let mut cached = self.leader_channel.lock();
+        if let Some((id, ch)) = cached.as_ref() {
+            if *id == leader {
+                return Some(ch.clone());
+            }
+        }
+        let url = self
+            .applier
+            .members
+            .get(leader)?
+            .client_urls
+            .first()?
+            .clone();
+        let ch = tonic::transport::Endpoint::from_shared(url)
+            .ok()?
+            .connect_timeout(Duration::from_secs(1))
+            .tcp_nodelay(true)
+            .connect_lazy();
+        *cached = Some((leader, ch.clone()));
+        Some(ch)
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.repl.leader_id() == self.member_id
+    }
+
     pub fn refresh_db_size(&self) {
-        if let Ok(s) = self.store.status() {
+        if let Ok(s) = self.store().status() {
             self.db_size_bytes
                 .store(s.db_size_bytes as i64, Ordering::Relaxed);
             Metrics::global()
@@ -183,12 +397,12 @@ impl Node {
             cluster_id: self.cluster_id,
             member_id: self.member_id,
             revision,
-            raft_term: self.repl.status().term,
+            raft_term: self.repl.term(),
         }
     }
 
     pub fn header(&self) -> ResponseHeader {
-        self.header_at(self.store.current_revision())
+        self.header_at(self.store().current_revision())
     }
 
     /// Waits until every write committed before the call is applied here
@@ -214,13 +428,24 @@ impl Node {
         if self.applier.alarms.has(ALARM_NOSPACE) {
             return Err(EtcdError::NoSpace.into());
         }
+        let quota = self.cfg.quota_backend_bytes;
+        // Writes reach the backend file in batches, so its size lags the
+        // writes accepted since it was measured: count those too, and once
+        // they add up to a sixteenth of the quota (or the sum nears the
+        // quota), commit the backend and measure again.
+        let unmeasured = self
+            .unmeasured_bytes
+            .fetch_add(cost as u64, Ordering::Relaxed)
+            + cost as u64;
         let size = self.db_size() as u64;
-        if size + cost as u64 <= self.cfg.quota_backend_bytes {
+        if size + unmeasured <= quota && unmeasured <= quota / 16 {
             return Ok(());
         }
-        // Measure again before refusing: the cached size may be stale.
+        let store = self.store();
+        let _ = tokio::task::spawn_blocking(move || store.sync()).await;
+        self.unmeasured_bytes.store(0, Ordering::Relaxed);
         self.refresh_db_size();
-        if self.db_size() as u64 + cost as u64 <= self.cfg.quota_backend_bytes {
+        if self.db_size() as u64 + cost as u64 <= quota {
             return Ok(());
         }
         let a = AlarmChange {
@@ -246,7 +471,7 @@ impl Node {
             Answer::Store(Ok(Some(r))) => Ok(r),
             Answer::Store(Ok(None)) => Err(errors::unknown("entry was applied before")),
             Answer::Store(Err(e)) => Err(errors::from_mvcc(&e)),
-            Answer::Alarm => Err(errors::unknown("unexpected answer")),
+            Answer::Done => Err(errors::unknown("unexpected answer")),
         }
     }
 
@@ -258,26 +483,37 @@ impl Node {
         self.wait(id, data, rx).await.map(|_| ())
     }
 
+    /// Proposes `data` (registered as request `id`) and waits for its
+    /// answer, for the log's refusal, or for the request timeout.
     async fn wait(
         &self,
         id: u64,
         data: Vec<u8>,
-        rx: tokio::sync::oneshot::Receiver<Answer>,
+        mut rx: tokio::sync::oneshot::Receiver<Answer>,
     ) -> Result<Answer, Status> {
-        if let Err(e) = self.repl.propose(data).await {
-            self.applier.waits.cancel(id);
-            Metrics::global().proposals_failed.inc();
-            return Err(e.into());
-        }
-        match tokio::time::timeout(self.request_timeout, rx).await {
-            Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(_)) => Err(EtcdError::Stopped.into()),
-            Err(_) => {
-                self.applier.waits.cancel(id);
-                Metrics::global().proposals_failed.inc();
-                Err(EtcdError::Timeout.into())
+        let proposal = self.repl.propose(data);
+        tokio::pin!(proposal);
+        let deadline = tokio::time::sleep(self.request_timeout);
+        tokio::pin!(deadline);
+        let mut proposal_done = false;
+        let failure: Status = loop {
+            tokio::select! {
+                biased;
+                answer = &mut rx => match answer {
+                    Ok(answer) => return Ok(answer),
+                    Err(_) => break EtcdError::Stopped.into(),
+                },
+                r = &mut proposal, if !proposal_done => match r {
+                    // Applied: the answer is already in `rx`.
+                    Ok(()) => proposal_done = true,
+                    Err(e) => break e.into(),
+                },
+                _ = &mut deadline => break EtcdError::Timeout.into(),
             }
-        }
+        };
+        self.applier.waits.cancel(id);
+        Metrics::global().proposals_failed.inc();
+        Err(failure)
     }
 
     /// A lease id for LeaseGrant with ID 0: positive, distinct per member

@@ -3,8 +3,7 @@
 //! path (`apply::Applier`), which the log calls for every committed entry
 //! in log order; linearizable reads wait on a read barrier (ReadIndex).
 //!
-//! Implementations: `raftlog` (the raft-rs driver, WAL-backed) and
-//! `local_log::LocalLog` (a single member's log, see there).
+//! The implementation is `raft::RaftLog` (raftlog's node, WAL-backed).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -100,9 +99,9 @@ impl From<ReplicationError> for tonic::Status {
 }
 
 pub trait Replication: Send + Sync + 'static {
-    /// Hands `entry` to the log. Resolves once the log accepted it (on a
-    /// follower: forwarded to the leader); its outcome arrives through the
-    /// apply path.
+    /// Hands `entry` to the log (on a follower: forwarded to the leader).
+    /// Resolves once the entry was applied here, or with the reason it
+    /// never will be; its answer arrives through the apply path.
     fn propose(&self, entry: Vec<u8>) -> BoxFut<'_, Result<(), ReplicationError>>;
 
     /// Resolves once the local state machine has applied every entry
@@ -110,6 +109,16 @@ pub trait Replication: Send + Sync + 'static {
     fn read_barrier(&self) -> BoxFut<'_, Result<(), ReplicationError>>;
 
     fn status(&self) -> ReplicationStatus;
+
+    /// The current raft term, cheaply (response headers carry it).
+    fn term(&self) -> u64 {
+        self.status().term
+    }
+
+    /// The leader as last seen (0: none), cheaply.
+    fn leader_id(&self) -> u64 {
+        self.status().leader_id
+    }
 
     fn members(&self) -> Vec<MemberInfo>;
 

@@ -81,8 +81,21 @@ async fn grpc_limit_status(mut res: axum::response::Response) -> axum::response:
     res
 }
 
-/// Serves until the process is told to stop (SIGINT / SIGTERM).
+/// Serves until the process is told to stop (SIGINT / SIGTERM). Client
+/// listeners open once the member has published itself through the log
+/// (a leader is known and the log is replayed), as etcd's do.
 pub async fn serve(node: Arc<Node>) -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    node.spawn_background();
+    tokio::select! {
+        _ = node.publish() => {}
+        _ = tokio::signal::ctrl_c() => return Ok(()),
+        _ = term.recv() => return Ok(()),
+    }
+    tracing::info!(
+        member = format!("{:x}", node.member_id),
+        "published; serving clients"
+    );
     let mut tasks = Vec::new();
     for url in &node.cfg.listen_client_urls {
         let addr = url.socket_addr().map_err(anyhow::Error::msg)?;
@@ -111,8 +124,6 @@ pub async fn serve(node: Arc<Node>) -> anyhow::Result<()> {
                 .await
         }));
     }
-    node.spawn_background();
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}

@@ -35,7 +35,7 @@ pub async fn stream(node: Arc<Node>) -> Result<SnapshotStream, Status> {
             .tempfile_in(&dir)
             .map_err(errors::unknown)?;
         let mut f = std::io::BufWriter::new(tmp.reopen().map_err(errors::unknown)?);
-        n.store
+        n.store()
             .snapshot_to(&mut f)
             .map_err(|e| errors::from_mvcc(&e))?;
         drop(f);

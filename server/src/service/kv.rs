@@ -30,7 +30,7 @@ impl KvService {
         let req = convert::range(r)?;
         let resp = self
             .node
-            .store
+            .store()
             .range(&req)
             .map_err(|e| errors::from_mvcc(&e))?;
         Ok(convert::range_response(resp, self.node.header()))
@@ -83,7 +83,7 @@ impl KvService {
             other => return Err(errors::unknown(format!("unexpected answer {other:?}"))),
         };
         if r.physical {
-            let store = self.node.store.clone();
+            let store = self.node.store();
             let rev = r.revision;
             tokio::task::spawn_blocking(move || store.wait_compaction(rev))
                 .await

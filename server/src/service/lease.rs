@@ -60,7 +60,7 @@ impl LeaseService {
         r: LeaseTimeToLiveRequest,
     ) -> Result<LeaseTimeToLiveResponse, Status> {
         self.node.read_barrier().await?;
-        match self.node.store.lease_time_to_live(r.id, r.keys) {
+        match self.node.store().lease_time_to_live(r.id, r.keys) {
             Ok(t) => Ok(LeaseTimeToLiveResponse {
                 header: Some(self.node.header_at(t.header.revision)),
                 id: t.id,
@@ -82,7 +82,7 @@ impl LeaseService {
 
     async fn leases(&self) -> Result<LeaseLeasesResponse, Status> {
         self.node.read_barrier().await?;
-        let l = self.node.store.lease_leases();
+        let l = self.node.store().lease_leases();
         Ok(LeaseLeasesResponse {
             header: Some(self.node.header_at(l.header.revision)),
             leases: l.leases.into_iter().map(|id| LeaseStatus { id }).collect(),
@@ -96,7 +96,7 @@ fn keep_alive(node: &Node, id: i64) -> Result<LeaseKeepAliveResponse, Status> {
     if !node.repl.status().is_leader() {
         return Err(EtcdError::NotLeader.into());
     }
-    match node.store.lease_keep_alive(id) {
+    match node.store().lease_keep_alive(id) {
         Ok(k) => Ok(LeaseKeepAliveResponse {
             header: Some(node.header_at(k.header.revision)),
             id,

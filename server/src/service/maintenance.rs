@@ -94,7 +94,7 @@ impl MaintenanceService {
     async fn defragment(&self) -> Result<DefragmentResponse, Status> {
         // Commits everything applied; the B+tree reuses freed pages, so
         // there is no free list to rewrite.
-        let store = self.node.store.clone();
+        let store = self.node.store();
         tokio::task::spawn_blocking(move || store.sync())
             .await
             .map_err(errors::unknown)?
@@ -106,7 +106,7 @@ impl MaintenanceService {
     }
 
     async fn hash_kv(&self, revision: i64) -> Result<HashKvResponse, Status> {
-        let store = self.node.store.clone();
+        let store = self.node.store();
         let h = tokio::task::spawn_blocking(move || store.hash_kv(revision))
             .await
             .map_err(errors::unknown)?

@@ -72,7 +72,7 @@ impl Watch for WatchService {
         m.rpc_started(RpcKind::BidiStream, SVC, "Watch");
         m.watch_streams.inc();
         let mut inbound = r.into_inner();
-        let ws = Arc::new(self.node.store.watch_stream());
+        let ws = Arc::new(self.node.store().watch_stream());
         let fragmenting: Arc<Mutex<HashSet<i64>>> = Arc::default();
         let (tx, rx) = mpsc::channel(OUT_QUEUE_MAX);
 
