@@ -1,7 +1,9 @@
 //! Compaction: after `Compact(rev)` is applied, readers refuse revisions
 //! below `rev` at once; this thread then walks the index in steps of
 //! `compaction_batch_keys` keys, each step under the writer lock (so apply
-//! waits at most one step, well under a millisecond for 1000 keys), removing
+//! waits at most one step, well under a millisecond for 1000 keys) and only
+//! when no sealed batch is waiting for its commit (so apply never waits
+//! behind a backlog of compaction deletes), removing
 //! per key every revision ≤ `rev` but the newest (and that one too if it is
 //! a tombstone), and queueing the backend deletes of exactly those
 //! revisions into the write buffer, which commits them with the normal
@@ -13,8 +15,9 @@ use super::buckets::{u64_value, KEY_BUCKET, META_BUCKET, META_FINISHED_COMPACT};
 use super::buffer::BackendOp;
 use super::error::Result;
 use super::revision::RevKey;
+use super::rpc::CompactionStats;
 use super::store::{lock_writer, Inner};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub(crate) fn compaction_loop(inner: &Inner) {
     loop {
@@ -33,13 +36,14 @@ pub(crate) fn compaction_loop(inner: &Inner) {
             }
         };
         match compact_pass(inner, target) {
-            Ok(true) => {
+            Ok(Some(stats)) => {
                 let mut c = inner.compaction.lock();
                 c.finished = c.finished.max(target);
+                c.last = Some(stats);
                 drop(c);
                 inner.compaction_cv.notify_all();
             }
-            Ok(false) => return, // closing: the next open resumes
+            Ok(None) => return, // closing: the next open resumes
             Err(e) => {
                 tracing::error!(error = %e, revision = target, "compaction stopped");
                 return;
@@ -48,18 +52,26 @@ pub(crate) fn compaction_loop(inner: &Inner) {
     }
 }
 
-/// One walk over the index at `rev`; false if interrupted by close.
-fn compact_pass(inner: &Inner, rev: i64) -> Result<bool> {
-    let started = std::time::Instant::now();
+/// One walk over the index at `rev`; None if interrupted by close.
+fn compact_pass(inner: &Inner, rev: i64) -> Result<Option<CompactionStats>> {
+    let started = Instant::now();
     let mut from: Vec<u8> = Vec::new();
     let mut removed = Vec::new();
-    let mut total = 0usize;
+    let mut stats = CompactionStats {
+        revision: rev,
+        ..Default::default()
+    };
     loop {
         if inner.is_closed() {
-            return Ok(false);
+            return Ok(None);
         }
+        // Deletes spread over the whole file make heavy commits: add more
+        // only when the previous ones are out, so apply never waits for a
+        // backlog of compaction batches.
+        inner.wait_commit_backlog(0)?;
         let next = {
             let mut w = lock_writer(inner)?;
+            let step = Instant::now();
             removed.clear();
             let next = inner.index.writer().compact(
                 rev,
@@ -73,8 +85,14 @@ fn compact_pass(inner: &Inner, rev: i64) -> Result<bool> {
                     key: RevKey::new(e.rev, e.tombstone).as_bytes().to_vec(),
                 });
             }
-            total += removed.len();
-            inner.after_write(&mut w)?;
+            stats.removed += removed.len() as u64;
+            if w.active.writes() >= inner.opts.batch_limit {
+                inner.seal(&mut w);
+            }
+            let us = step.elapsed().as_micros() as u64;
+            stats.steps += 1;
+            stats.step_total_us += us;
+            stats.step_max_us = stats.step_max_us.max(us);
             next
         };
         match next {
@@ -95,11 +113,14 @@ fn compact_pass(inner: &Inner, rev: i64) -> Result<bool> {
         inner.seal(&mut w)
     };
     inner.wait_committed(seq)?;
+    stats.elapsed_ms = started.elapsed().as_millis() as u64;
     tracing::info!(
         revision = rev,
-        removed = total,
-        elapsed_ms = started.elapsed().as_millis() as u64,
+        removed = stats.removed,
+        steps = stats.steps,
+        step_max_us = stats.step_max_us,
+        elapsed_ms = stats.elapsed_ms,
         "compaction finished"
     );
-    Ok(true)
+    Ok(Some(stats))
 }

@@ -260,6 +260,23 @@ pub struct StoreStatus {
     pub key_count: usize,
 }
 
+/// One compaction pass, for metrics and benchmarks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CompactionStats {
+    pub revision: i64,
+    /// Revisions removed from the key bucket.
+    pub removed: u64,
+    /// Steps taken under the writer lock.
+    pub steps: u64,
+    /// The longest step: the longest any apply could wait for compaction
+    /// (on a loaded machine this includes time the thread was descheduled).
+    pub step_max_us: u64,
+    /// Time spent in steps altogether.
+    pub step_total_us: u64,
+    /// From the start of the walk to the commit of its last deletes.
+    pub elapsed_ms: u64,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum EventType {
     Put,

@@ -65,6 +65,7 @@ struct CommitQueue {
 pub(crate) struct CompactionState {
     pub scheduled: i64,
     pub finished: i64,
+    pub last: Option<CompactionStats>,
 }
 
 pub(crate) struct Inner {
@@ -169,6 +170,20 @@ impl Inner {
         self.seal(w);
         let mut q = self.commits.lock();
         while q.pending.len() > self.opts.pending_batches_max && q.failed.is_none() {
+            self.done_cv.wait(&mut q);
+        }
+        match &q.failed {
+            Some(why) => Err(Error::Failed(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Blocks (holding nothing else) while more than `max` sealed batches
+    /// wait for their commit: background writers (compaction) pace
+    /// themselves with it, so that apply never waits behind their backlog.
+    pub(crate) fn wait_commit_backlog(&self, max: usize) -> Result<()> {
+        let mut q = self.commits.lock();
+        while q.pending.len() > max && q.failed.is_none() && !q.stop {
             self.done_cv.wait(&mut q);
         }
         match &q.failed {
@@ -441,6 +456,11 @@ impl Store {
                 .wait_for(&mut c, Duration::from_millis(100));
         }
         Ok(())
+    }
+
+    /// What the last finished compaction pass did (None before the first).
+    pub fn compaction_stats(&self) -> Option<CompactionStats> {
+        self.inner.compaction.lock().last
     }
 
     pub fn status(&self) -> Result<StoreStatus> {
@@ -815,6 +835,7 @@ fn restore(backend: Box<dyn Backend>, path: PathBuf, opts: StoreOptions) -> Resu
         compaction: Mutex::new(CompactionState {
             scheduled,
             finished: finished.min(scheduled),
+            last: None,
         }),
         compaction_cv: Condvar::new(),
         closed: AtomicBool::new(false),
