@@ -75,3 +75,9 @@ bench-mvcc: deps
 # The MVCC crash test with ten times the kills of `make test`.
 mvcc-crash-soak: deps
 	MVCC_CRASH_KILLS=400 $(CARGO) test --release -p engine --test mvcc_crash -- --nocapture
+
+# ferrokv's 3-member SIGKILL test (server/tests/cluster_crash.rs) with ten
+# times the kills of `make test`.
+.PHONY: server-soak
+server-soak: deps
+	SERVER_CRASH_KILLS=60 $(CARGO) test --release -p server --test cluster_crash -- --nocapture
