@@ -47,7 +47,7 @@ wal-crash-soak: deps
 # table, machine facts and targets in results/wal.md.
 .PHONY: bench-wal
 bench-wal: deps
-	$(CARGO) bench -p bench --bench wal -- --secs 1 --rounds 3
+	$(CARGO) bench -p bench --bench wal -- --secs 1 --rounds 5
 
 # raftlog replication benchmark: 3 nodes on loopback, proposers 1/16/256 ×
 # max_inflight 1/256 × parallel leader persistence on/off, then the

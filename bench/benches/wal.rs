@@ -66,7 +66,7 @@ struct Args {
 fn parse_args() -> Args {
     let mut a = Args {
         secs: 1.0,
-        rounds: 3,
+        rounds: 5,
         warmup_secs: 0.3,
         out: Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../results/wal.md")),
         dir: None,
@@ -384,6 +384,13 @@ fn options(io: IoMode, prealloc: Preallocate) -> Options {
         preallocate: prealloc,
         writer_spin: us("WAL_WRITER_SPIN_US", d.writer_spin),
         waiter_spin: us("WAL_WAITER_SPIN_US", d.waiter_spin),
+        // Exploration only: WAL_OVERLAP=always|never overrides the writer's
+        // per-batch choice.
+        overlap: match std::env::var("WAL_OVERLAP").as_deref() {
+            Ok("always") => Some(true),
+            Ok("never") => Some(false),
+            _ => None,
+        },
         ..d
     }
 }
@@ -932,16 +939,18 @@ fn notes(w: &mut String, cells: &[Cell], handoff: &[Handoff]) {
         "- **Why io_uring is not ahead everywhere.** A WAL batch is a buffered write plus an fdatasync, and io_uring \
          runs the fsync on an io-wq worker thread: in this run, without the WAL, the linked write → fsync took \
          {:.2}× the time of `pwrite` + `fdatasync` (p50) on idle CPUs and {:.2}× with two CPU hogs (table above). \
-         Every batch pays that hand-off once. What io_uring buys is overlap: the writer thread tells the previous \
-         batch's appenders while the next batch is in flight, which pays off where telling them is expensive \
-         (many appenders). With threads, the writer role is often held by appender threads in `append_wait`, \
-         which have nothing to overlap, so there io_uring only adds the hand-off. On this 2-core machine the appenders, \
-         the writer, the io-wq worker and the other engineers' builds compete for two CPUs, and cell-to-cell \
-         noise (see the raw fdatasync columns) is as large as the differences. Share of batches written by \
-         appender threads themselves (threads, 256 B, io_uring) by appenders: {}. What would change it: writes that \
-         complete without a worker, i.e. sector-aligned `O_DIRECT` writes with `RWF_DSYNC` on a device with FUA \
-         (this virtio disk reports none, so the kernel adds a flush), or a device fast enough that the fsync, not \
-         the hand-off, dominates.",
+         Every batch pays that hand-off once. What io_uring can buy is overlap: the writer thread may tell the \
+         previous batch's appenders while the next batch is in flight. It does so only when telling them costs \
+         more than an fsync (measured as it runs), because overlapping splits closed-loop appenders into two \
+         groups that alternate, each waiting for two fsyncs; and on two cores the notifications compete for the \
+         same CPUs as the appenders, so the overlap buys little. Share of batches written by appender threads \
+         in `append_wait` themselves (threads, 256 B, io_uring), by appenders: {}; the rest are written by the \
+         writer thread. On this 2-core machine the appenders, the writer, the io-wq worker and the other \
+         engineers' builds compete for two CPUs, and cell-to-cell noise (see the raw fdatasync columns) is as \
+         large as the differences. What would change it: writes that complete without a worker, i.e. \
+         sector-aligned `O_DIRECT` writes with `RWF_DSYNC` on a device with FUA (this virtio disk reports none, so \
+         the kernel adds a flush), or more cores, so that the overlap runs beside the appenders rather than \
+         in their place.",
         ratio_of(0),
         ratio_of(2),
         APPENDERS

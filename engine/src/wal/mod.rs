@@ -4,7 +4,10 @@
 //! drains everything pending into one write and one fdatasync, submitted
 //! through io_uring as a write linked to an fsync with DATASYNC; the next
 //! batch fills while a write is in flight. When io_uring cannot be set up,
-//! the same writer uses `pwritev` + `fdatasync`. Segments are preallocated
+//! the same writer uses `pwritev` + `fdatasync`. Writing is a role held by
+//! one thread at a time: the writer thread, or a thread in
+//! `Wal::append_wait` that finds no write in progress and writes its batch
+//! itself (no thread hand-off for a lone synchronous appender). Segments are preallocated
 //! files of CRC32C-framed records; recovery truncates a torn tail and
 //! reports damage anywhere else by segment and offset. A failed write or
 //! fdatasync is permanent: that batch's appenders and every later append
@@ -16,8 +19,9 @@
 //! let (wal, recovered) = Wal::open("/tmp/example-wal", Options::default())?;
 //! // raft: entries (kind 1) superseded by re-appended lower indexes.
 //! let log = Recovery::superseded(recovered.records, |kind| kind == 1);
-//! let ticket = wal.append(7, 1, b"entry")?;
+//! let ticket = wal.append(7, 1, b"entry")?; // a Future too; or on_durable(callback)
 //! ticket.wait()?; // durable (or an error: the WAL failed)
+//! wal.append_wait(8, 1, b"entry")?; // append and wait in one call
 //! # Ok::<(), engine::wal::Error>(())
 //! ```
 

@@ -70,6 +70,12 @@ pub struct Options {
     /// A thread waiting in `Ticket::wait` polls this long before it sleeps
     /// (at most one waiter spins at a time). Default 50 µs; zero disables it.
     pub waiter_spin: Duration,
+    /// Whether the writer may tell a durable batch's appenders while the
+    /// next batch is in flight (io_uring only): `None` (default) decides
+    /// per batch from measured costs, `Some(false)` never, `Some(true)`
+    /// always. For experiments.
+    #[doc(hidden)]
+    pub overlap: Option<bool>,
     /// Fault injection for tests; inert by default.
     #[doc(hidden)]
     pub faults: super::fault::Faults,
@@ -86,6 +92,7 @@ impl Default for Options {
             preallocate: Preallocate::ZeroFill,
             writer_spin: Duration::from_micros(50),
             waiter_spin: Duration::from_micros(50),
+            overlap: None,
             faults: Default::default(),
         }
     }

@@ -62,6 +62,20 @@ pub(crate) struct WriterCore {
     failed: Option<Arc<str>>,
     /// Set while a thread in `append_wait` holds the role (metrics only).
     leading: bool,
+    /// Running averages that decide whether to overlap (see `overlap`).
+    notify_ns_per_waiter: Ewma,
+    fsync_ns: Ewma,
+    pub overlap_policy: Option<bool>,
+}
+
+/// An exponentially weighted moving average (weight 1/8 for a new sample).
+#[derive(Clone, Copy, Debug)]
+struct Ewma(f64);
+
+impl Ewma {
+    fn add(&mut self, sample: f64) {
+        self.0 += (sample - self.0) / 8.0;
+    }
 }
 
 /// The writer thread: waits until appends want it, then drains.
@@ -92,11 +106,29 @@ impl WriterCore {
             done: None,
             failed: None,
             leading: false,
+            notify_ns_per_waiter: Ewma(2_000.0),
+            fsync_ns: Ewma(100_000.0),
+            overlap_policy: None,
         }
     }
 
+    /// Whether to keep a durable batch's appenders waiting until the next
+    /// batch is submitted (and tell them while it is in flight), rather than
+    /// tell them first. Telling them first lets them append again before the
+    /// next batch is taken, so all appenders share one fsync; overlapping
+    /// splits them into two groups that alternate, each waiting for two
+    /// fsyncs. Overlap therefore pays only when telling them takes longer
+    /// than an fsync (many appenders that are threads, not tasks).
+    fn overlap(&self, waiters: usize) -> bool {
+        self.io.overlaps()
+            && self
+                .overlap_policy
+                .unwrap_or(self.notify_ns_per_waiter.0 * waiters as f64 > self.fsync_ns.0)
+    }
+
     /// Writes batches until the queue is empty. With io_uring, a durable
-    /// batch's appenders are told while the next batch is in flight.
+    /// batch's appenders may be told while the next batch is in flight
+    /// (see `overlap`).
     pub fn drain(&mut self, shared: &Shared) {
         while let Some(batch) = shared.queue.take() {
             self.write_batch(shared, batch);
@@ -221,11 +253,15 @@ impl WriterCore {
             // notification's.
             if let Some(d) = self.done.take() {
                 let io = &mut self.io;
+                let n = d.waiters.len();
+                let t = Instant::now();
                 Self::complete_with(shared, d.waiters, d.batch_seq, || {
                     if io_done_at.is_none() && io.poll() {
                         io_done_at = Some(started.elapsed());
                     }
                 });
+                self.notify_ns_per_waiter
+                    .add(t.elapsed().as_nanos() as f64 / n.max(1) as f64);
             }
         }
         let (job, result) = self.io.wait();
@@ -255,13 +291,15 @@ impl WriterCore {
             m.fsync_ns.saturating_record(elapsed.as_nanos() as u64);
             m.records_per_fsync.saturating_record(piece.records as u64);
         }
+        self.fsync_ns.add(elapsed.as_nanos() as f64);
         self.update_segments(shared, first_index, max_index, piece.records);
         self.notify_done(shared);
+        let overlap = self.overlap(piece.waiters.len());
         self.done = Some(Done {
             waiters: piece.waiters,
             batch_seq,
         });
-        if !self.io.overlaps() {
+        if !overlap {
             self.notify_done(shared);
         }
     }
@@ -287,7 +325,11 @@ impl WriterCore {
 
     fn notify_done(&mut self, shared: &Shared) {
         if let Some(d) = self.done.take() {
+            let n = d.waiters.len();
+            let t = Instant::now();
             self.complete(shared, d.waiters, d.batch_seq);
+            self.notify_ns_per_waiter
+                .add(t.elapsed().as_nanos() as f64 / n.max(1) as f64);
         }
     }
 
