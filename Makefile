@@ -15,11 +15,12 @@ build: deps
 test: deps
 	$(CARGO) test --release --workspace
 
-# The main job: build ferrobench, run campaigns/quick.toml (etcd 1-node and
-# 3-node, the embedded engine; about 8 minutes), print the summary and write
-# results/quick/<timestamp>/ (results.json, summary.md, plots, .hgrm, logs).
+# The main job: build ferrobench and ferrokv, run campaigns/quick.toml
+# (ferrokv and etcd 1-node and 3-node, the embedded engine; about 10
+# minutes), print the summary and write results/quick/<timestamp>/
+# (results.json, summary.md, plots, .hgrm, logs).
 bench: deps
-	$(CARGO) build --release -p bench --bin ferrobench
+	$(CARGO) build --release -p bench --bin ferrobench -p server --bin ferrokv
 	./target/release/ferrobench campaign campaigns/quick.toml --out results
 
 # The storage engine comparison: the own B+tree against redb and LMDB,

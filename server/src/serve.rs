@@ -9,8 +9,8 @@ use proto::etcdserverpb::lease_server::LeaseServer;
 use proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use proto::etcdserverpb::watch_server::WatchServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::Routes;
+use tonic::transport::server::TcpIncoming;
 
 use crate::config::GRPC_OVERHEAD_BYTES;
 use crate::node::Node;
@@ -102,12 +102,14 @@ pub async fn serve(node: Arc<Node>) -> anyhow::Result<()> {
         let listener = TcpListener::bind(addr).await?;
         tracing::info!(%url, "serving client requests (gRPC, /metrics, /health)");
         let routes = routes(&node);
+        // Nagle's algorithm would hold a response written behind another
+        // on the same connection until the client's delayed ACK (40 ms).
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         tasks.push(tokio::spawn(async move {
             tonic::transport::Server::builder()
                 .accept_http1(true)
-                .tcp_nodelay(true)
                 .add_routes(routes)
-                .serve_with_incoming(TcpListenerStream::new(listener))
+                .serve_with_incoming(incoming)
                 .await
         }));
     }
@@ -120,7 +122,7 @@ pub async fn serve(node: Arc<Node>) -> anyhow::Result<()> {
             tonic::transport::Server::builder()
                 .accept_http1(true)
                 .add_routes(Routes::from(router))
-                .serve_with_incoming(TcpListenerStream::new(listener))
+                .serve_with_incoming(TcpIncoming::from(listener).with_nodelay(Some(true)))
                 .await
         }));
     }
