@@ -11,12 +11,15 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use engine::mvcc::{self, Store};
+use std::path::PathBuf;
+
+use engine::mvcc::{self, Store, StoreOptions};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::oneshot;
 
 use crate::entry::{self, AlarmAction, AlarmChange, Attributes, Body};
 use crate::metrics::Metrics;
+use crate::server_state;
 
 /// The store a member serves from. A follower that installs a leader's
 /// snapshot replaces it whole; readers holding the previous one finish
@@ -75,19 +78,29 @@ impl Members {
         }
     }
 
-    pub fn set_peer_urls(&self, id: u64, peer_urls: Vec<String>) {
-        self.table.lock().entry(id).or_default().peer_urls = peer_urls;
+    /// Sets a member's peer URLs; returns its record after the change.
+    pub fn set_peer_urls(&self, id: u64, peer_urls: Vec<String>) -> MemberRecord {
+        let mut t = self.table.lock();
+        let m = t.entry(id).or_default();
+        m.peer_urls = peer_urls;
+        m.clone()
     }
 
-    pub fn set_attributes(&self, a: &Attributes) {
+    /// Sets a member's name and client URLs; returns its record after.
+    pub fn set_attributes(&self, a: &Attributes) -> MemberRecord {
         let mut t = self.table.lock();
         let m = t.entry(a.member_id).or_default();
         m.name = a.name.clone();
         m.client_urls = a.client_urls.clone();
+        m.clone()
     }
 
     pub fn remove(&self, id: u64) {
         self.table.lock().remove(&id);
+    }
+
+    fn replace_all(&self, table: BTreeMap<u64, MemberRecord>) {
+        *self.table.lock() = table;
     }
 }
 
@@ -188,6 +201,10 @@ impl Alarms {
         self.active.lock().iter().any(|&(_, a)| a == alarm)
     }
 
+    fn replace_all(&self, active: BTreeSet<(u64, u8)>) {
+        *self.active.lock() = active;
+    }
+
     fn change(&self, a: AlarmChange) {
         let mut s = self.active.lock();
         match a.action {
@@ -204,6 +221,13 @@ impl Alarms {
 /// Applies committed entries to the store.
 pub struct Applier {
     pub store: StoreCell,
+    /// Where the store lives and how it is opened (to replace it with a
+    /// leader's snapshot or a defragmented copy).
+    pub db_path: PathBuf,
+    pub store_opts: StoreOptions,
+    /// Held (shared) while an entry is applied, (exclusive) while the
+    /// store is replaced by a defragmented copy.
+    pub gate: RwLock<()>,
     pub waits: Arc<Waits>,
     pub alarms: Arc<Alarms>,
     pub members: Members,
@@ -213,9 +237,17 @@ pub struct Applier {
 }
 
 impl Applier {
-    pub fn new(store: Arc<Store>, member_id: u64) -> Applier {
+    pub fn new(
+        store: Arc<Store>,
+        db_path: PathBuf,
+        store_opts: StoreOptions,
+        member_id: u64,
+    ) -> Applier {
         Applier {
             store: StoreCell::new(store),
+            db_path,
+            store_opts,
+            gate: RwLock::new(()),
             waits: Arc::new(Waits::new()),
             alarms: Arc::new(Alarms::default()),
             members: Members::default(),
@@ -263,16 +295,19 @@ impl Applier {
                 }
                 Answer::Store(r)
             }
-            // Replayed entries are applied again: in log order, they end
-            // in the state the last of them left.
+            // Server state: kept in memory and in the store's server
+            // bucket. Replayed entries change the memory again: in log
+            // order they end in the state the last of them left.
             Body::Alarm(a) => {
                 self.alarms.change(a);
-                store.advance_index(index).map_err(|e| self.fail(&e))?;
+                let key = server_state::alarm_key(a.member_id, a.alarm);
+                let value = (a.action == AlarmAction::Activate).then(Vec::new);
+                self.persist(&store, index, vec![(key, value)])?;
                 Answer::Done
             }
             Body::Attributes(a) => {
-                self.members.set_attributes(&a);
-                store.advance_index(index).map_err(|e| self.fail(&e))?;
+                let record = self.members.set_attributes(&a);
+                self.persist_member(&store, index, a.member_id, Some(&record))?;
                 Answer::Done
             }
         };
@@ -300,18 +335,111 @@ impl Applier {
         change: &raftlog::MembershipChange,
     ) -> Result<(), String> {
         use raftlog::MembershipChange as C;
+        let store = self.store();
         match change {
             C::AddVoter { id, peer_url } | C::AddLearner { id, peer_url } => {
-                self.members.set_peer_urls(*id, vec![peer_url.clone()])
+                let record = self.members.set_peer_urls(*id, vec![peer_url.clone()]);
+                self.persist_member(&store, index, *id, Some(&record))?;
             }
-            C::Remove { id } => self.members.remove(*id),
-            C::PromoteLearner { .. } => {}
+            C::Remove { id } => {
+                self.members.remove(*id);
+                self.persist_member(&store, index, *id, None)?;
+            }
+            C::PromoteLearner { .. } => {
+                store.advance_index(index).map_err(|e| self.fail(&e))?;
+            }
         }
-        self.apply_empty(index)
+        Metrics::global().proposals_applied.set(index as i64);
+        Ok(())
     }
 
-    /// After the store was replaced by a leader's snapshot.
-    pub fn reload_server_state(&self) {}
+    fn persist_member(
+        &self,
+        store: &Store,
+        index: u64,
+        id: u64,
+        record: Option<&MemberRecord>,
+    ) -> Result<(), String> {
+        let value = record.map(server_state::encode_member);
+        self.persist(store, index, vec![(server_state::member_key(id), value)])
+    }
+
+    fn persist(
+        &self,
+        store: &Store,
+        index: u64,
+        changes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    ) -> Result<(), String> {
+        store
+            .apply_server_state(index, &changes)
+            .map(|_| ())
+            .map_err(|e| self.fail(&e))
+    }
+
+    /// etcd's defrag on this member: applying stops, the backend is copied
+    /// into a fresh file without free space (the B+tree's `compact_into`),
+    /// the copy replaces the db file and is opened in place of the store.
+    /// Readers of the previous store finish on it; its watch streams end
+    /// (clients resume them from their last revision). A backend that
+    /// cannot defragment (redb, LMDB) commits what is applied instead.
+    /// Returns the db size before and after.
+    pub fn defragment(&self) -> Result<(u64, u64), String> {
+        let _stopped = self.gate.write();
+        let old = self.store();
+        let before = old.status().map(|s| s.db_size_bytes).unwrap_or(0);
+        let tmp = self.db_path.with_extension("defrag-tmp");
+        let _ = std::fs::remove_file(&tmp);
+        match old.defragment_into(&tmp) {
+            Ok(_) => {}
+            Err(mvcc::Error::Backend(engine::backend::Error::Unsupported(..))) => {
+                old.sync().map_err(|e| e.to_string())?;
+                return Ok((before, before));
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(format!("defragmenting: {e}"));
+            }
+        }
+        let swap = || -> std::io::Result<()> {
+            std::fs::rename(&tmp, &self.db_path)?;
+            if let Some(dir) = self.db_path.parent() {
+                std::fs::File::open(dir)?.sync_all()?;
+            }
+            Ok(())
+        };
+        swap().map_err(|e| format!("replacing the db with its defragmented copy: {e}"))?;
+        // From here the file holds the copy; a store that cannot open it
+        // cannot go on.
+        let fresh =
+            Store::open(&self.db_path, self.store_opts.clone()).map_err(|e| self.fail(&e))?;
+        let after = fresh.status().map(|s| s.db_size_bytes).unwrap_or(0);
+        drop(self.store.replace(Arc::new(fresh)));
+        Ok((before, after))
+    }
+
+    /// Loads alarms and the member table from the store's server bucket
+    /// (at open, and after the store was replaced by a leader's snapshot).
+    pub fn reload_server_state(&self) -> Result<(), String> {
+        let items = self.store().server_state().map_err(|e| self.fail(&e))?;
+        let mut alarms = BTreeSet::new();
+        let mut members = BTreeMap::new();
+        for (k, v) in &items {
+            match server_state::decode(k, v) {
+                Some(server_state::Item::Alarm { member_id, alarm }) => {
+                    alarms.insert((member_id, alarm));
+                }
+                Some(server_state::Item::Member { id, record }) => {
+                    members.insert(id, record);
+                }
+                None => {
+                    tracing::warn!(key = ?String::from_utf8_lossy(k), "unknown server state entry")
+                }
+            }
+        }
+        self.alarms.replace_all(alarms);
+        self.members.replace_all(members);
+        Ok(())
+    }
 
     pub fn deliver(&self, d: Delivery) {
         self.waits.deliver(d);

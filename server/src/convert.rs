@@ -157,6 +157,16 @@ pub fn txn_is_read_only(r: &pb::TxnRequest) -> bool {
         })
 }
 
+/// Whether every op of a (read-only) txn is a serializable range (etcd
+/// isTxnSerializable: a nested txn makes it linearizable).
+pub fn txn_is_serializable(r: &pb::TxnRequest) -> bool {
+    use pb::request_op::Request as R;
+    r.success
+        .iter()
+        .chain(&r.failure)
+        .all(|op| matches!(&op.request, Some(R::RequestRange(g)) if g.serializable))
+}
+
 pub fn kv(k: mvcc::KeyValue) -> mvccpb::KeyValue {
     mvccpb::KeyValue {
         key: k.key,

@@ -20,6 +20,7 @@ pub mod node;
 pub mod raft;
 pub mod replication;
 pub mod serve;
+pub mod server_state;
 pub mod service;
 pub mod snapshot;
 pub mod validate;

@@ -10,6 +10,35 @@ use prometheus::{
     IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
+/// Feeds a Prometheus histogram from a cumulative HdrHistogram of
+/// nanoseconds kept elsewhere (the WAL's fsyncs, the store's commits):
+/// each call observes what was recorded since the previous one.
+#[derive(Default)]
+pub struct HistogramFeed {
+    seen: parking_lot::Mutex<Option<hdrhistogram::Histogram<u64>>>,
+}
+
+impl HistogramFeed {
+    pub fn feed(&self, now: hdrhistogram::Histogram<u64>, target: &Histogram) {
+        let mut seen = self.seen.lock();
+        let mut delta = now.clone();
+        if let Some(prev) = seen.as_ref() {
+            // A histogram that shrank was replaced (a new store): all of
+            // it is new.
+            if now.len() < prev.len() || delta.subtract(prev).is_err() {
+                delta = now.clone();
+            }
+        }
+        *seen = Some(now);
+        for v in delta.iter_recorded() {
+            let secs = v.value_iterated_to() as f64 / 1e9;
+            for _ in 0..v.count_at_value() {
+                target.observe(secs);
+            }
+        }
+    }
+}
+
 /// The server's metrics; one instance per process (`Metrics::global`).
 pub struct Metrics {
     registry: Registry,

@@ -19,7 +19,7 @@ use crate::apply::{Answer, Applier};
 use crate::config::{BackendKind, ClusterState, Config};
 use crate::entry::{self, AlarmAction, AlarmChange, Attributes};
 use crate::errors::{self, EtcdError};
-use crate::metrics::Metrics;
+use crate::metrics::{HistogramFeed, Metrics};
 use crate::raft::{Machine, RaftLog};
 use crate::replication::Replication;
 
@@ -178,7 +178,8 @@ impl Node {
         let me = resolve_member_id(&cfg, &member_dir)?;
         let store_opts = Self::store_options(&cfg);
         let store = Arc::new(Store::open(Self::db_path(&cfg), store_opts.clone())?);
-        let applier = Arc::new(Applier::new(store, me));
+        let applier = Arc::new(Applier::new(store, Self::db_path(&cfg), store_opts, me));
+        applier.reload_server_state().map_err(anyhow::Error::msg)?;
         let cluster = raft_cluster(&cfg, me);
         for m in &cluster.members {
             applier.members.seed(m.id, &m.name, m.peer_urls.clone());
@@ -205,8 +206,6 @@ impl Node {
         };
         let machine = Machine {
             applier: applier.clone(),
-            db_path: Self::db_path(&cfg),
-            store_opts,
         };
         let raft_node = raftlog::Node::open(ncfg, machine)?;
         let request_timeout = Duration::from_secs(5) + 2 * cfg.election_timeout;
@@ -291,6 +290,7 @@ impl Node {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut n: u64 = 0;
             let mut was_leader = false;
+            let (wal_feed, commit_feed) = (HistogramFeed::default(), HistogramFeed::default());
             let mut last_campaign: Option<tokio::time::Instant> = None;
             loop {
                 tick.tick().await;
@@ -323,11 +323,11 @@ impl Node {
                     }
                 }
                 if n.is_multiple_of(100) {
-                    for (secs, count) in node.raft.wal_fsyncs_since_last() {
-                        for _ in 0..count {
-                            m.wal_fsync_seconds.observe(secs);
-                        }
-                    }
+                    wal_feed.feed(node.raft.wal_fsync_ns(), &m.wal_fsync_seconds);
+                    commit_feed.feed(
+                        node.store().commit_durations_ns(),
+                        &m.backend_commit_seconds,
+                    );
                 }
             }
         });

@@ -17,13 +17,12 @@
 //! entries it already holds.
 
 use std::io::{self, Read};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use engine::mvcc::{Store, StoreOptions};
+use engine::mvcc::Store;
 use raftlog::state_machine::{ApplyError, SnapshotImage};
 use raftlog::{Committed, Payload, StateMachine};
 
@@ -36,14 +35,11 @@ use crate::replication::{
 /// The MVCC store as raftlog's state machine.
 pub struct Machine {
     pub applier: Arc<Applier>,
-    /// Where the store lives and how it is opened, to replace it with a
-    /// leader's snapshot.
-    pub db_path: PathBuf,
-    pub store_opts: StoreOptions,
 }
 
 impl StateMachine for Machine {
     fn apply(&mut self, e: &Committed) -> Result<Bytes, ApplyError> {
+        let _applying = self.applier.gate.read();
         match &e.payload {
             Payload::Command(data) => {
                 if let Some(d) = self.applier.apply(e.index, data)? {
@@ -73,7 +69,9 @@ impl StateMachine for Machine {
 
     fn restore_snapshot(&mut self, input: &mut dyn Read, index: u64, term: u64) -> io::Result<()> {
         let started = Instant::now();
-        let store = Store::restore_from_snapshot(&self.db_path, self.store_opts.clone(), input)
+        let _applying = self.applier.gate.write();
+        let a = &self.applier;
+        let store = Store::restore_from_snapshot(&a.db_path, a.store_opts.clone(), input)
             .map_err(|e| io::Error::other(format!("opening the snapshot's store: {e}")))?;
         if store.consistent_index() < index {
             return Err(io::Error::other(format!(
@@ -82,7 +80,9 @@ impl StateMachine for Machine {
             )));
         }
         let old = self.applier.store.replace(Arc::new(store));
-        self.applier.reload_server_state();
+        self.applier
+            .reload_server_state()
+            .map_err(io::Error::other)?;
         // The previous store closes when its last reader lets go.
         drop(old);
         tracing::info!(
@@ -142,8 +142,6 @@ pub struct RaftLog {
     leader: AtomicU64,
     /// How long MoveLeader waits for the transferee to take over.
     transfer_timeout: Duration,
-    /// WAL fsync histogram as last exported (for deltas).
-    wal_fsyncs_seen: parking_lot::Mutex<Option<hdrhistogram::Histogram<u64>>>,
 }
 
 impl RaftLog {
@@ -160,7 +158,6 @@ impl RaftLog {
             term: AtomicU64::new(0),
             leader: AtomicU64::new(0),
             transfer_timeout,
-            wal_fsyncs_seen: parking_lot::Mutex::new(None),
         };
         log.refresh();
         log
@@ -179,22 +176,9 @@ impl RaftLog {
         s
     }
 
-    /// WAL fdatasync durations since the last call, in seconds, for
-    /// `etcd_disk_wal_fsync_duration_seconds` (value, count).
-    pub fn wal_fsyncs_since_last(&self) -> Vec<(f64, u64)> {
-        let now = self.node.wal_metrics().fsync_ns;
-        let mut seen = self.wal_fsyncs_seen.lock();
-        let mut delta = now.clone();
-        if let Some(prev) = seen.as_ref() {
-            if delta.subtract(prev).is_err() {
-                delta = now.clone();
-            }
-        }
-        *seen = Some(now);
-        delta
-            .iter_recorded()
-            .map(|v| (v.value_iterated_to() as f64 / 1e9, v.count_at_value()))
-            .collect()
+    /// WAL write + fdatasync durations so far, in nanoseconds.
+    pub fn wal_fsync_ns(&self) -> hdrhistogram::Histogram<u64> {
+        self.node.wal_metrics().fsync_ns
     }
 
     /// Starts an election at once when this member is the only voter

@@ -30,6 +30,20 @@ struct Clients {
 }
 
 impl Clients {
+    async fn try_connect(endpoint: &str) -> Option<Clients> {
+        let ch = Channel::from_shared(format!("http://{endpoint}"))
+            .ok()?
+            .connect()
+            .await
+            .ok()?;
+        Some(Clients {
+            kv: KvClient::new(ch.clone()),
+            lease: LeaseClient::new(ch.clone()),
+            cluster: ClusterClient::new(ch.clone()),
+            maintenance: MaintenanceClient::new(ch),
+        })
+    }
+
     async fn connect(endpoint: &str) -> Clients {
         let ch = Channel::from_shared(format!("http://{endpoint}"))
             .unwrap()
@@ -606,4 +620,38 @@ fn quota_raises_nospace_as_etcd_does() {
             assert_eq!(alarms.alarms[0].alarm, AlarmType::Nospace as i32, "{name}");
         }
     });
+    // The alarm is part of the replicated state: it survives a restart.
+    let mut reference = reference;
+    let mut subject = subject;
+    for (name, c) in [("etcd", &mut reference), ("subject", &mut subject)] {
+        c.members[0].kill();
+        c.members[0].start();
+        let endpoint = c.endpoints();
+        let alarms = rt().block_on(async {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            loop {
+                let listed = async {
+                    let mut cl = Clients::try_connect(&endpoint).await?;
+                    cl.maintenance
+                        .alarm(AlarmRequest {
+                            action: 0,
+                            member_id: 0,
+                            alarm: 0,
+                        })
+                        .await
+                        .ok()
+                };
+                if let Some(a) = listed.await {
+                    break a.into_inner();
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{name} did not come back"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        });
+        assert_eq!(alarms.alarms.len(), 1, "{name} after restart: {alarms:?}");
+        assert_eq!(alarms.alarms[0].alarm, AlarmType::Nospace as i32, "{name}");
+    }
 }

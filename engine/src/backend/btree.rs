@@ -142,4 +142,8 @@ impl Backend for BtreeBackend {
     fn snapshot_to(&self, out: &mut dyn Write) -> Result<u64> {
         Ok(self.db.begin_read()?.write_to(out)?)
     }
+
+    fn compact_into(&self, path: &Path) -> Result<u64> {
+        Ok(self.db.compact_into(path)?.bytes_after)
+    }
 }

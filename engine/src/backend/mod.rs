@@ -132,6 +132,13 @@ pub trait Backend: Send + Sync {
     /// open as a file (what raft sends to a follower far behind). Returns the
     /// bytes written.
     fn snapshot_to(&self, out: &mut dyn Write) -> Result<u64>;
+
+    /// Writes a defragmented copy of the latest commit to a new file at
+    /// `path` that the same backend opens (etcd's defrag). Returns the
+    /// copy's size in bytes.
+    fn compact_into(&self, _path: &Path) -> Result<u64> {
+        Err(Error::Unsupported("defragmentation", self.kind().name()))
+    }
 }
 
 /// Opens (or creates) a backend at `path`: a file for btree and redb, a

@@ -4,7 +4,7 @@
 //! is consumed, also by a command that fails with a client error, so that
 //! every replica advances through the same states.
 
-use super::buckets::{u64_value, LEASE_BUCKET, META_BUCKET, META_SCHEDULED_COMPACT};
+use super::buckets::{u64_value, LEASE_BUCKET, META_BUCKET, META_SCHEDULED_COMPACT, SERVER_BUCKET};
 use super::buffer::BackendOp;
 use super::command::{Command, Response};
 use super::error::{Error, Result};
@@ -42,6 +42,52 @@ impl Store {
             self.inner.set_consistent_index(&mut w, raft_index);
         }
         Ok(())
+    }
+
+    /// Records the embedding server's own state as the effect of the entry
+    /// committed at `raft_index`: each `(key, Some(value))` is written to
+    /// the server bucket, each `(key, None)` removed, in the batch commit
+    /// that holds the entry, so a restart or a snapshot sees them exactly
+    /// as of their index. Returns false, changing nothing, when the index
+    /// was applied before (at or below the consistent index).
+    pub fn apply_server_state(
+        &self,
+        raft_index: u64,
+        changes: &[(Vec<u8>, Option<Vec<u8>>)],
+    ) -> Result<bool> {
+        let mut w = lock_writer(&self.inner)?;
+        if raft_index <= w.consistent_index {
+            return Ok(false);
+        }
+        for (key, value) in changes {
+            let op = match value {
+                Some(value) => BackendOp::Put {
+                    bucket: SERVER_BUCKET,
+                    key: key.clone(),
+                    value: value.clone(),
+                },
+                None => BackendOp::Delete {
+                    bucket: SERVER_BUCKET,
+                    key: key.clone(),
+                },
+            };
+            w.active.push_op(op);
+        }
+        self.inner.set_consistent_index(&mut w, raft_index);
+        self.inner.after_write(&mut w)?;
+        Ok(true)
+    }
+
+    /// The server bucket as of the backend's latest commit (read it right
+    /// after `open` or `restore_from_snapshot`, before applying anything).
+    pub fn server_state(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let snap = self.inner.backend.read()?;
+        let mut out = Vec::new();
+        snap.range(SERVER_BUCKET, &[], None, &mut |k, v| {
+            out.push((k.to_vec(), v.to_vec()));
+            true
+        })?;
+        Ok(out)
     }
 
     /// Applies `cmd` at the next index after the consistent index (the

@@ -7,6 +7,10 @@ pub const KEY_BUCKET: &str = "key";
 pub const META_BUCKET: &str = "meta";
 /// Lease ID (8 bytes, big-endian) → encoded lease record (`lease.rs`).
 pub const LEASE_BUCKET: &str = "lease";
+/// State of the server that embeds the store (alarms, member table), keys
+/// and values opaque to the store, written at a raft index like the KV
+/// data (`Store::apply_server_state`).
+pub const SERVER_BUCKET: &str = "server";
 
 /// Version of the MVCC layout; open refuses any other.
 pub const META_FORMAT: &[u8] = b"format";

@@ -14,7 +14,40 @@ use super::revision::RevKey;
 use super::rpc::{HashKvResponse, ResponseHeader};
 use super::store::Store;
 
+/// Buckets `hash_backend` covers, in name order.
+const HASHED_BUCKETS: [&str; 4] = [
+    super::buckets::KEY_BUCKET,
+    super::buckets::LEASE_BUCKET,
+    super::buckets::META_BUCKET,
+    super::buckets::SERVER_BUCKET,
+];
+
 impl Store {
+    /// etcd's Hash: CRC-32C of the whole backend after committing what is
+    /// applied — per bucket in name order its name, then every key and
+    /// value in key order — leaving out the meta bucket's consistent index
+    /// (which differs between replicas holding the same data, as etcd's
+    /// `DefaultIgnores`). Returns the hash and the revision it covers.
+    pub fn hash_backend(&self) -> Result<(u32, i64)> {
+        self.sync()?;
+        let rev = self.inner.current_rev();
+        let snap = self.inner.backend.read()?;
+        let mut crc = 0u32;
+        for bucket in HASHED_BUCKETS {
+            crc = crc32c::crc32c_append(crc, bucket.as_bytes());
+            snap.range(bucket, &[], None, &mut |k, v| {
+                let ignored = bucket == super::buckets::META_BUCKET
+                    && k == super::buckets::META_CONSISTENT_INDEX;
+                if !ignored {
+                    crc = crc32c::crc32c_append(crc, k);
+                    crc = crc32c::crc32c_append(crc, v);
+                }
+                true
+            })?;
+        }
+        Ok((crc, rev))
+    }
+
     /// Hash of all revisions up to `revision` (0: current).
     pub fn hash_kv(&self, revision: i64) -> Result<HashKvResponse> {
         let inner = &*self.inner;

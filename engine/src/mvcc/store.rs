@@ -86,6 +86,8 @@ pub(crate) struct Inner {
     pub compaction: Mutex<CompactionState>,
     pub compaction_cv: Condvar,
     closed: AtomicBool,
+    /// Durations of the backend batch commits (nanoseconds).
+    commit_ns: Mutex<hdrhistogram::Histogram<u64>>,
     /// Sleeps of the lease thread end early on close.
     sleeper: Mutex<()>,
     sleeper_cv: Condvar,
@@ -238,7 +240,12 @@ impl Inner {
             };
             match job {
                 Some(job) => {
+                    let started = Instant::now();
                     let result = self.commit(&job);
+                    if result.is_ok() {
+                        let ns = started.elapsed().as_nanos().min(u64::MAX as u128) as u64;
+                        let _ = self.commit_ns.lock().record(ns.max(1));
+                    }
                     let mut q = self.commits.lock();
                     match result {
                         Ok(()) => {
@@ -473,6 +480,12 @@ impl Store {
         })
     }
 
+    /// Durations of the backend batch commits so far, in nanoseconds
+    /// (etcd's `backend_commit_duration_seconds`).
+    pub fn commit_durations_ns(&self) -> hdrhistogram::Histogram<u64> {
+        self.inner.commit_ns.lock().clone()
+    }
+
     /// Opens a watch stream.
     pub fn watch_stream(&self) -> WatchStream {
         self.inner.watch.open_stream(&self.inner)
@@ -492,6 +505,15 @@ impl Store {
         self.inner.wait_committed(seq)?;
         let n = self.inner.backend.snapshot_to(out)?;
         Ok((n, index))
+    }
+
+    /// Commits everything applied and writes a defragmented copy of the
+    /// backend to a new file at `path` (etcd's defrag): the caller stops
+    /// applying, replaces the store's file with the copy and opens it.
+    /// Returns the copy's size in bytes.
+    pub fn defragment_into(&self, path: &Path) -> Result<u64> {
+        self.sync()?;
+        Ok(self.inner.backend.compact_into(path)?)
     }
 
     /// Replaces whatever is at `path` with a snapshot from `snapshot_to`
@@ -674,7 +696,8 @@ fn restore(backend: Box<dyn Backend>, path: PathBuf, opts: StoreOptions) -> Resu
     backend.update(&mut |w| {
         w.create_bucket(KEY_BUCKET)?;
         w.create_bucket(META_BUCKET)?;
-        w.create_bucket(LEASE_BUCKET)
+        w.create_bucket(LEASE_BUCKET)?;
+        w.create_bucket(SERVER_BUCKET)
     })?;
     let snap = backend.read()?;
     match read_meta(&*snap, META_FORMAT)? {
@@ -839,6 +862,10 @@ fn restore(backend: Box<dyn Backend>, path: PathBuf, opts: StoreOptions) -> Resu
         }),
         compaction_cv: Condvar::new(),
         closed: AtomicBool::new(false),
+        commit_ns: Mutex::new(
+            hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000_000, 3)
+                .expect("static bounds"),
+        ),
         sleeper: Mutex::new(()),
         sleeper_cv: Condvar::new(),
         next_lease_id: AtomicU64::new(

@@ -318,7 +318,7 @@ impl<'a> WriteTxn<'a> {
 }
 
 /// etcd compareKV.
-fn compare_kv(c: &Compare, kv: &KeyValue) -> bool {
+pub(crate) fn compare_kv(c: &Compare, kv: &KeyValue) -> bool {
     let ord = match &c.target {
         CompareTarget::Value(v) => kv.value.as_slice().cmp(v.as_slice()),
         CompareTarget::Create(v) => kv.create_revision.cmp(v),

@@ -4,8 +4,10 @@
 
 use std::sync::Arc;
 
+use proto::etcdserverpb::cluster_client::ClusterClient;
 use proto::etcdserverpb::cluster_server::Cluster;
 use proto::etcdserverpb::*;
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use super::observe;
@@ -31,6 +33,16 @@ fn member(m: MemberInfo) -> Member {
 }
 
 impl ClusterService {
+    /// Membership changes are proposed by the leader; a follower forwards
+    /// the request to it (raft forwards etcd's conf-change proposals).
+    fn leader_client(&self) -> Result<Option<ClusterClient<Channel>>, Status> {
+        if self.node.is_leader() {
+            return Ok(None);
+        }
+        let ch = self.node.leader_channel().ok_or(EtcdError::NoLeader)?;
+        Ok(Some(ClusterClient::new(ch)))
+    }
+
     fn find(&self, id: u64) -> Result<MemberInfo, Status> {
         self.node
             .repl
@@ -51,6 +63,9 @@ impl ClusterService {
         }
         if urls.is_empty() {
             return Err(EtcdError::MemberBadUrls.into());
+        }
+        if let Some(mut leader) = self.leader_client()? {
+            return Ok(leader.member_add(r).await?.into_inner());
         }
         let existing = self.node.repl.members();
         if existing
@@ -83,6 +98,21 @@ impl ClusterService {
 
     async fn remove(&self, r: MemberRemoveRequest) -> Result<MemberRemoveResponse, Status> {
         self.find(r.id)?;
+        if r.id == self.node.member_id && self.node.is_leader() {
+            // The leader does not propose its own removal: it hands
+            // leadership to another voter first, which then removes it.
+            let to = self
+                .node
+                .repl
+                .members()
+                .into_iter()
+                .find(|m| m.id != r.id && !m.is_learner)
+                .ok_or(EtcdError::Unhealthy)?;
+            self.node.repl.transfer_leadership(to.id).await?;
+        }
+        if let Some(mut leader) = self.leader_client()? {
+            return Ok(leader.member_remove(r).await?.into_inner());
+        }
         let members = self
             .node
             .repl
@@ -97,6 +127,9 @@ impl ClusterService {
     async fn promote(&self, r: MemberPromoteRequest) -> Result<MemberPromoteResponse, Status> {
         if !self.find(r.id)?.is_learner {
             return Err(EtcdError::MemberNotLearner.into());
+        }
+        if let Some(mut leader) = self.leader_client()? {
+            return Ok(leader.member_promote(r).await?.into_inner());
         }
         let members = self
             .node

@@ -62,9 +62,22 @@ impl KvService {
     async fn txn(&self, r: TxnRequest) -> Result<TxnResponse, Status> {
         validate::check_txn(&r, self.node.cfg.max_txn_ops)?;
         Metrics::global().txn_total.inc();
-        if !convert::txn_is_read_only(&r) {
-            self.node.check_quota(r.encoded_len_hint()).await?;
+        if convert::txn_is_read_only(&r) {
+            // etcd serves a transaction without writes as a read: after a
+            // ReadIndex unless every range in it is serializable.
+            if !convert::txn_is_serializable(&r) {
+                self.node.read_barrier().await?;
+            }
+            let t = convert::txn(r)?;
+            let resp = self
+                .node
+                .store()
+                .txn_read(&t)
+                .map_err(|e| errors::from_mvcc(&e))?;
+            let rev = resp.header.revision;
+            return Ok(convert::txn_response(resp, self.node.header_at(rev)));
         }
+        self.node.check_quota(r.encoded_len_hint()).await?;
         let t = convert::txn(r)?;
         match self.node.propose(&Command::Txn(t)).await? {
             mvcc::Response::Txn(t) => Ok(convert::txn_response(t, self.node.header())),

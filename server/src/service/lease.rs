@@ -5,6 +5,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use engine::mvcc::{self, Command};
+use proto::etcdserverpb::lease_client::LeaseClient;
 use proto::etcdserverpb::lease_server::Lease;
 use proto::etcdserverpb::*;
 use tokio_stream::{Stream, StreamExt};
@@ -59,6 +60,15 @@ impl LeaseService {
         &self,
         r: LeaseTimeToLiveRequest,
     ) -> Result<LeaseTimeToLiveResponse, Status> {
+        // Only the leader's lessor sees the keep-alives: a follower asks it
+        // (etcd forwards LeaseTimeToLive to the leader too).
+        if !self.node.is_leader() {
+            let ch = self.node.leader_channel().ok_or(EtcdError::NoLeader)?;
+            return Ok(LeaseClient::new(ch)
+                .lease_time_to_live(r)
+                .await?
+                .into_inner());
+        }
         self.node.read_barrier().await?;
         match self.node.store().lease_time_to_live(r.id, r.keys) {
             Ok(t) => Ok(LeaseTimeToLiveResponse {
@@ -91,10 +101,21 @@ impl LeaseService {
 }
 
 /// One keep-alive: the remaining TTL, or 0 for a lease that does not
-/// exist (etcd's answer; clients report it as expired).
-fn keep_alive(node: &Node, id: i64) -> Result<LeaseKeepAliveResponse, Status> {
-    if !node.repl.status().is_leader() {
-        return Err(EtcdError::NotLeader.into());
+/// exist (etcd's answer; clients report it as expired). Only the leader's
+/// lessor renews leases: a follower forwards the request to it, as etcd's
+/// does.
+async fn keep_alive(node: &Node, id: i64) -> Result<LeaseKeepAliveResponse, Status> {
+    if !node.is_leader() {
+        let ch = node.leader_channel().ok_or(EtcdError::NoLeader)?;
+        let req = LeaseKeepAliveRequest { id };
+        let mut answers = LeaseClient::new(ch)
+            .lease_keep_alive(tokio_stream::once(req))
+            .await?
+            .into_inner();
+        return answers
+            .message()
+            .await?
+            .ok_or_else(|| EtcdError::LeaderChanged.into());
     }
     match node.store().lease_keep_alive(id) {
         Ok(k) => Ok(LeaseKeepAliveResponse {
@@ -136,17 +157,33 @@ impl Lease for LeaseService {
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
         Metrics::global().rpc_started(RpcKind::BidiStream, SVC, "LeaseKeepAlive");
         let node = self.node.clone();
-        let inbound = r.into_inner();
-        // Requests are answered in order; an undecodable request ends the
-        // stream with its status.
-        let out = inbound.map(move |req| {
-            let r = req.and_then(|req| keep_alive(&node, req.id));
-            if let Err(s) = &r {
-                Metrics::global().rpc_handled(RpcKind::BidiStream, SVC, "LeaseKeepAlive", s.code());
+        let mut inbound = r.into_inner();
+        // Requests are answered in order; an undecodable request or a
+        // failed keep-alive ends the stream with its status.
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move {
+            while let Some(req) = inbound.next().await {
+                let r = match req {
+                    Ok(req) => keep_alive(&node, req.id).await,
+                    Err(s) => Err(s),
+                };
+                let failed = r.is_err();
+                if let Err(s) = &r {
+                    Metrics::global().rpc_handled(
+                        RpcKind::BidiStream,
+                        SVC,
+                        "LeaseKeepAlive",
+                        s.code(),
+                    );
+                }
+                if tx.send(r).await.is_err() || failed {
+                    break;
+                }
             }
-            r
         });
-        Ok(Response::new(Box::pin(out)))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn lease_time_to_live(

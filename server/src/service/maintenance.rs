@@ -92,13 +92,14 @@ impl MaintenanceService {
     }
 
     async fn defragment(&self) -> Result<DefragmentResponse, Status> {
-        // Commits everything applied; the B+tree reuses freed pages, so
-        // there is no free list to rewrite.
-        let store = self.node.store();
-        tokio::task::spawn_blocking(move || store.sync())
+        // Local to this member, as etcd's: its applying pauses while the
+        // backend is copied into a fresh file without free space.
+        let applier = self.node.applier.clone();
+        let (before, after) = tokio::task::spawn_blocking(move || applier.defragment())
             .await
             .map_err(errors::unknown)?
-            .map_err(|e| errors::from_mvcc(&e))?;
+            .map_err(errors::unknown)?;
+        tracing::info!(before, after, "defragmented the backend");
         self.node.refresh_db_size();
         Ok(DefragmentResponse {
             header: Some(self.node.header()),
@@ -162,10 +163,16 @@ impl Maintenance for MaintenanceService {
         )
     }
     async fn hash(&self, _r: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
-        let r = self.hash_kv(0).await.map(|h| HashResponse {
-            header: h.header,
-            hash: h.hash,
-        });
+        // etcd's Hash: the whole backend (every bucket), not HashKV.
+        let store = self.node.store();
+        let r = tokio::task::spawn_blocking(move || store.hash_backend())
+            .await
+            .map_err(errors::unknown)
+            .and_then(|r| r.map_err(|e| errors::from_mvcc(&e)))
+            .map(|(hash, rev)| HashResponse {
+                header: Some(self.node.header_at(rev)),
+                hash,
+            });
         observe(SVC, "Hash", r)
     }
     async fn hash_kv(&self, r: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
