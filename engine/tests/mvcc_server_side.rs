@@ -139,6 +139,6 @@ fn batch_commit_durations_are_recorded() {
     put(&s, 1, "a", "1");
     s.sync().unwrap();
     let h = s.commit_durations_ns();
-    assert!(h.len() >= 1, "{} commits recorded", h.len());
+    assert!(!h.is_empty(), "{} commits recorded", h.len());
     assert!(h.min() > 0);
 }
