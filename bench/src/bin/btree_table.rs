@@ -250,12 +250,38 @@ fn main() -> Result<()> {
             "bulk load, random order, 100 k keys per commit, keys",
         ),
     ];
-    let fsync_us = fdatasync_median_us(&dir.join("../bench-data"))?;
+    let run = read_run(&dir.join("../bench-data/btree-run.jsonl"));
+    let during: Vec<String> = run
+        .iter()
+        .filter(|v| v["event"] == "fdatasync")
+        .map(|v| {
+            format!(
+                "{} {:.0} µs (p90 {:.0} µs)",
+                v["fields"]["when"].as_str().unwrap_or("?"),
+                v["fields"]["median_us"].as_f64().unwrap_or(f64::NAN),
+                v["fields"]["p90_us"].as_f64().unwrap_or(f64::NAN)
+            )
+        })
+        .collect();
+    let fsync = if during.is_empty() {
+        format!(
+            "measured after the run: median {:.0} µs",
+            fdatasync_median_us(&dir.join("../bench-data"))?
+        )
+    } else {
+        format!(
+            "measured during the run, median of 200: {}",
+            during.join("; ")
+        )
+    };
     let mut md = String::new();
     writeln!(md, "# Storage engines: ferrokv B+tree vs redb vs LMDB\n")?;
-    writeln!(md, "Machine: {}. Raw fdatasync of one 4 KiB block on the same disk, measured in this run: median {fsync_us:.0} µs.\n", machine())?;
+    writeln!(
+        md,
+        "Machine: {}. Raw fdatasync of one 4 KiB block on the same disk, {fsync}.\n",
+        machine()
+    )?;
     writeln!(md, "Reproduce: `make bench-btree` (= `cargo bench -p bench --bench btree -- --quick` then `cargo run --release -p bench --bin btree-table -- target/criterion results/btree.md`). Key count: `BTREE_BENCH_KEYS` (default 1 000 000), 24-byte keys, 150-byte values, page cache warm, all engines through the same `engine::backend` trait.\n")?;
-    let run = read_run(&dir.join("../bench-data/btree-run.jsonl"));
     render_load(&mut md, &run)?;
     writeln!(md, "Throughput from criterion's median time per iteration (95% interval of the median in brackets).\n")?;
     writeln!(
