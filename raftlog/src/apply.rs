@@ -17,7 +17,7 @@ use raft::eraftpb::{ConfState, Snapshot};
 
 use crate::error::Error;
 use crate::pending::Resolver;
-use crate::snapshot::SnapDir;
+use crate::snapshot::{Descriptor, SnapDir};
 use crate::state_machine::{Committed, Payload, ProposalId, StateMachine};
 use crate::storage::snapshot_metadata;
 
@@ -44,7 +44,10 @@ pub(crate) struct ApplyWorker<S: StateMachine> {
     pub waiters: Arc<Waiters>,
     pub reports: Sender<Report>,
     pub snapshot_interval: u64,
+    /// Index of the latest snapshot, with or without a file.
     pub last_snapshot: u64,
+    /// Index of the latest snapshot file taken here.
+    pub last_file_snapshot: u64,
     /// Configuration and term as of the applied index, for snapshots.
     pub conf: ConfState,
     pub term: u64,
@@ -95,8 +98,29 @@ impl<S: StateMachine> ApplyWorker<S> {
             .reports
             .send(Report::Applied(last.max(self.sm.applied_index())));
         if self.sm.applied_index() >= self.last_snapshot + self.snapshot_interval {
-            self.snapshot()?;
+            self.periodic_snapshot()?;
         }
+        Ok(())
+    }
+
+    /// Every `snapshot_interval` entries: a marker without a file when the
+    /// state machine can make its state durable itself, else a file.
+    fn periodic_snapshot(&mut self) -> Result<(), Error> {
+        let durable = self.sm.make_durable().map_err(|e| {
+            Error::StateMachine(format!(
+                "making the state at {} durable: {e}",
+                self.sm.applied_index()
+            ))
+        })?;
+        if !durable {
+            return self.snapshot();
+        }
+        let applied = self.sm.applied_index();
+        let mut snap = Snapshot::default();
+        snap.set_metadata(snapshot_metadata(applied, self.term, self.conf.clone()));
+        snap.data = Descriptor::LOCAL.encode();
+        self.last_snapshot = applied;
+        let _ = self.reports.send(Report::SnapshotTaken(snap));
         Ok(())
     }
 
@@ -110,6 +134,7 @@ impl<S: StateMachine> ApplyWorker<S> {
         self.conf = meta.get_conf_state().clone();
         self.term = meta.term;
         self.last_snapshot = meta.index;
+        self.last_file_snapshot = meta.index;
         let _ = self.reports.send(Report::Applied(meta.index));
         Ok(())
     }
@@ -119,7 +144,7 @@ impl<S: StateMachine> ApplyWorker<S> {
     /// while one is being written is dropped (the next one comes soon).
     fn snapshot(&mut self) -> Result<(), Error> {
         let applied = self.sm.applied_index();
-        if applied <= self.last_snapshot || self.writing.swap(true, Ordering::SeqCst) {
+        if applied <= self.last_file_snapshot || self.writing.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
         let meta = snapshot_metadata(applied, self.term, self.conf.clone());
@@ -133,6 +158,7 @@ impl<S: StateMachine> ApplyWorker<S> {
             }
         };
         self.last_snapshot = applied;
+        self.last_file_snapshot = applied;
         let (snaps, reports, writing, id) = (
             self.snaps.clone(),
             self.reports.clone(),

@@ -490,7 +490,12 @@ impl Core {
     pub fn on_snapshot_taken(&mut self, snap: Snapshot) -> Result<()> {
         let (index, term) = (snap.get_metadata().index, snap.get_metadata().term);
         let store = self.raw.store();
-        if index <= store.snapshot_index() {
+        // A file taken at the index of a marker without one replaces it
+        // (a follower asked for a snapshot right after a marker).
+        let replaces_marker = index == store.snapshot_index()
+            && crate::snapshot::is_local(store.latest_snapshot())
+            && !crate::snapshot::is_local(&snap);
+        if index < store.snapshot_index() || (index == store.snapshot_index() && !replaces_marker) {
             return Ok(());
         }
         if index > self.sm_applied || store.term_of(index).is_some_and(|t| t != term) {

@@ -182,8 +182,10 @@ impl Node {
         let mut conf = storage.conf_state().clone();
         let mut term = storage.latest_snapshot().get_metadata().term;
         let mut last_snapshot = storage.snapshot_index();
+        let mut last_file_snapshot = 0;
         if let Some((snap, path)) = snaps.latest()? {
             let meta = snap.get_metadata();
+            last_file_snapshot = meta.index;
             if sm.applied_index() < meta.index {
                 let (_, mut payload) = snaps.open_payload(&path)?;
                 sm.restore_snapshot(&mut payload, meta.index, meta.term)
@@ -198,6 +200,17 @@ impl Node {
             }
         }
 
+        // Behind a marker without a file the log is released: the state
+        // machine must hold the state there itself.
+        if crate::snapshot::is_local(storage.latest_snapshot())
+            && sm.applied_index() < storage.snapshot_index()
+        {
+            return Err(Error::Recovery(format!(
+                "the state machine is at {} but its durable snapshot marker is at {}",
+                sm.applied_index(),
+                storage.snapshot_index()
+            )));
+        }
         let logger = raft_logger(id);
         let mut core = Core::new(&cfg.raft, storage, &logger, rand::random::<u64>() >> 1)?;
         core.on_applied(sm.applied_index());
@@ -253,6 +266,7 @@ impl Node {
             reports: reports_tx,
             snapshot_interval: cfg.raft.snapshot_interval_entries,
             last_snapshot,
+            last_file_snapshot,
             conf,
             term,
             writing: Default::default(),

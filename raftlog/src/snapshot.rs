@@ -29,6 +29,20 @@ pub struct Descriptor {
 }
 
 impl Descriptor {
+    /// The descriptor of a snapshot without a file: the state machine's
+    /// own storage holds the state durably at the snapshot's index
+    /// (`StateMachine::make_durable`). It lets the log before it be
+    /// released and is never sent: a follower that needs a snapshot gets
+    /// a file taken for it.
+    pub const LOCAL: Descriptor = Descriptor {
+        file_len: 0,
+        crc: 0,
+    };
+
+    pub fn is_local(&self) -> bool {
+        self.file_len == 0
+    }
+
     pub fn encode(&self) -> Bytes {
         let mut b = Vec::with_capacity(DESCRIPTOR_LEN);
         b.extend_from_slice(&self.file_len.to_le_bytes());
@@ -45,6 +59,11 @@ impl Descriptor {
             crc: u32::from_le_bytes(b[8..].try_into().unwrap()),
         })
     }
+}
+
+/// Whether `snap` has no file (its descriptor is `Descriptor::LOCAL`).
+pub fn is_local(snap: &Snapshot) -> bool {
+    Descriptor::decode(&snap.data).is_some_and(|d| d.is_local())
 }
 
 /// A writer that counts the bytes it passes on.

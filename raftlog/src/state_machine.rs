@@ -147,6 +147,9 @@ pub type SnapshotImage = Box<dyn FnOnce(&mut dyn Write) -> io::Result<()> + Send
 /// - The bytes `apply` returns go back to the proposer of the entry. A
 ///   command the state machine rejects (say, a failed compare) is a normal
 ///   response; `Err` means the state machine cannot go on and stops the node.
+/// - `make_durable` (optional) lets periodic snapshots skip the file: the
+///   state machine's storage must then hold the state at the returned
+///   position across a crash, because the log before it is released.
 /// - `snapshot` captures the state at `applied_index()` cheaply (a B+tree
 ///   read transaction, a copy-on-write view) and returns the writer that
 ///   streams it; the writer runs off the apply path, so it must not see
@@ -159,6 +162,17 @@ pub trait StateMachine: Send + 'static {
     fn applied_index(&self) -> u64;
 
     fn snapshot(&mut self) -> io::Result<SnapshotImage>;
+
+    /// Makes the state at `applied_index()` durable in the state machine's
+    /// own storage (an MVCC store commits its backend, whose consistent
+    /// index records the position) and returns true. The periodic snapshot
+    /// is then only a marker at that index, without a file, and the log
+    /// before it can be released; a file is still taken (`snapshot`) when a
+    /// follower needs one. The default returns false: every snapshot is a
+    /// file.
+    fn make_durable(&mut self) -> io::Result<bool> {
+        Ok(false)
+    }
 
     fn restore_snapshot(&mut self, input: &mut dyn Read, index: u64, term: u64) -> io::Result<()>;
 }

@@ -298,7 +298,12 @@ impl raft::Storage for RaftStorage {
         // requested, as etcd sends its current state to a new member.
         let cs = self.snapshot.get_metadata().get_conf_state();
         let knows_receiver = cs.voters.contains(&to) || cs.learners.contains(&to);
-        if self.snapshot_index() == 0 || self.snapshot_index() < request_index || !knows_receiver {
+        // A marker without a file (`Descriptor::LOCAL`) cannot be sent.
+        if self.snapshot_index() == 0
+            || self.snapshot_index() < request_index
+            || !knows_receiver
+            || crate::snapshot::is_local(&self.snapshot)
+        {
             self.snapshot_wanted.set(true);
             return Err(raft::Error::Store(
                 StorageError::SnapshotTemporarilyUnavailable,
@@ -412,5 +417,36 @@ mod tests {
         let mut bad = HardState::default();
         bad.commit = 9;
         assert!(RaftStorage::recover(&[LogRecord::HardState(bad)]).is_err());
+    }
+
+    #[test]
+    fn a_marker_without_a_file_is_never_handed_out() {
+        let mut cs = ConfState::default();
+        cs.voters = vec![1, 2];
+        let records: Vec<LogRecord> = (1..=5).map(|i| LogRecord::Entry(ent(i, 1))).collect();
+        let mut s = RaftStorage::recover(&records).unwrap();
+        let mut local = Snapshot::default();
+        local.set_metadata(snapshot_metadata(4, 1, cs.clone()));
+        local.data = crate::snapshot::Descriptor::LOCAL.encode();
+        s.set_snapshot(local);
+        s.compact(2);
+        assert!(matches!(
+            s.snapshot(3, 2),
+            Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable
+            ))
+        ));
+        assert!(s.take_snapshot_wanted(), "a file is asked for");
+        // A file at the same index replaces the marker and is handed out.
+        let mut file = Snapshot::default();
+        file.set_metadata(snapshot_metadata(4, 1, cs));
+        file.data = crate::snapshot::Descriptor {
+            file_len: 100,
+            crc: 7,
+        }
+        .encode();
+        s.set_snapshot(file);
+        assert_eq!(s.snapshot(3, 2).unwrap().get_metadata().index, 4);
+        assert!(!s.take_snapshot_wanted());
     }
 }

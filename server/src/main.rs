@@ -8,6 +8,14 @@ static GLOBAL: MiMalloc = MiMalloc;
 use clap::Parser;
 
 fn main() -> anyhow::Result<()> {
+    // The allocator asks for transparent huge pages for its arenas; a
+    // partly used 2 MiB page then counts whole in the resident set, which
+    // about doubled ferrokv's RSS under load (measured). Base pages only.
+    // SAFETY: prctl with PR_SET_THP_DISABLE takes integer arguments and
+    // touches no memory of ours.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
     let flags = server::config::Flags::parse();
     let config = match flags.validate() {
         Ok(c) => c,

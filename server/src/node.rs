@@ -256,11 +256,16 @@ impl Node {
                 .collect(),
         };
         loop {
+            // No leader yet (a start or an election): wait for one rather
+            // than for a fixed retry interval.
+            while self.repl.leader_id() == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
             match self.propose_attributes(&attrs).await {
                 Ok(()) => return,
                 Err(e) => {
                     tracing::info!("publishing member attributes: {}; retrying", e.message());
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
         }

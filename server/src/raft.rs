@@ -9,12 +9,14 @@
 //! batch tx); its consistent index tells a restarted member which entries
 //! of the WAL it still has to apply (apply is idempotent by raft index).
 //!
-//! Snapshots (every `--snapshot-count` entries, and when a follower is too
-//! far behind) are a consistent copy of the backend (`Store::snapshot_to`),
-//! written by raftlog on a thread of its own while applying goes on; the
-//! copy holds everything up to at least the snapshot's index (its meta
-//! bucket says exactly where), so a follower that installs it skips the
-//! entries it already holds.
+//! Every `--snapshot-count` entries the store's backend commits and the
+//! snapshot is only that position (raftlog's marker without a file): the
+//! WAL before it is released, and nothing is copied. When a follower is too
+//! far behind, the leader takes a snapshot file: a consistent copy of the
+//! backend (`Store::snapshot_to`), written by raftlog on a thread of its
+//! own while applying goes on; the copy holds everything up to at least the
+//! snapshot's index (its meta bucket says exactly where), so a follower
+//! that installs it skips the entries it already holds.
 
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -65,6 +67,17 @@ impl StateMachine for Machine {
                 .map(|_| ())
                 .map_err(|e| io::Error::other(e.to_string()))
         }))
+    }
+
+    /// The periodic snapshot is only a position: a backend commit makes
+    /// the store durable at its consistent index (no copy of the db; files
+    /// are taken when a follower needs one).
+    fn make_durable(&mut self) -> io::Result<bool> {
+        self.applier
+            .store()
+            .sync()
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        Ok(true)
     }
 
     fn restore_snapshot(&mut self, input: &mut dyn Read, index: u64, term: u64) -> io::Result<()> {
