@@ -123,6 +123,8 @@ pub struct Core {
     reads: ReadIndexQueue,
     reads_ready: Vec<ReadId>,
 
+    /// Term and vote of the last hard state handed out for persistence.
+    persisted_term_vote: (u64, u64),
     /// Configuration after the last applied membership change.
     conf_state: ConfState,
     removed: bool,
@@ -150,6 +152,7 @@ impl Core {
         cfg.validate()?;
         let conf_state = storage.conf_state().clone();
         let snapshot_index = storage.snapshot_index();
+        let persisted_term_vote = (storage.hard_state().term, storage.hard_state().vote);
         let raw = RawNode::new(&cfg.to_raft(), storage, logger)?;
         Ok(Core {
             raw,
@@ -170,6 +173,7 @@ impl Core {
                 cfg.proposal_queue_max,
             ),
             reads_ready: Vec::new(),
+            persisted_term_vote,
             conf_state,
             removed: false,
             removed_peers: Default::default(),
@@ -578,7 +582,16 @@ impl Core {
         }
         if let Some(hs) = rd.hs() {
             self.raw.mut_store().set_hard_state(hs.clone());
-            records.push(LogRecord::HardState(hs.clone()));
+            // etcd's raft.MustSync: a hard state whose term and vote are
+            // unchanged needs no write of its own when nothing else is
+            // written — the commit index is recovered from the leader (and
+            // a restarted leader commits its log again), so durability
+            // would only cost a second fsync per committed batch.
+            let term_or_vote = (hs.term, hs.vote) != self.persisted_term_vote;
+            if term_or_vote || !records.is_empty() {
+                self.persisted_term_vote = (hs.term, hs.vote);
+                records.push(LogRecord::HardState(hs.clone()));
+            }
         }
         let committed = rd.take_committed_entries();
         self.convert_committed(committed, &mut work.committed)?;
