@@ -301,6 +301,21 @@ impl Node {
                 tick.tick().await;
                 n += 1;
                 let s = node.raft.refresh();
+                if node.raft.node().is_stopped() {
+                    // etcd exits when it was removed or its log failed.
+                    match node.raft.node().failure() {
+                        Some(why) => {
+                            tracing::error!("the raft log stopped: {why}; exiting");
+                            std::process::exit(1);
+                        }
+                        None => {
+                            tracing::warn!(
+                                "the member has been permanently removed from the cluster; exiting"
+                            );
+                            std::process::exit(0);
+                        }
+                    }
+                }
                 let campaign_due =
                     last_campaign.is_none_or(|t| t.elapsed() >= node.cfg.election_timeout);
                 if campaign_due && node.raft.campaign_if_alone(&s) {
@@ -373,6 +388,15 @@ impl Node {
             .connect_lazy();
         *cached = Some((leader, ch.clone()));
         Some(ch)
+    }
+
+    /// etcd 3.4's learner: it serves Status and serializable reads only;
+    /// every other RPC is refused with "rpc not supported for learner".
+    pub fn learner_guard(&self) -> Result<(), Status> {
+        if self.repl.is_learner() {
+            return Err(EtcdError::NotSupportedForLearner.into());
+        }
+        Ok(())
     }
 
     pub fn is_leader(&self) -> bool {

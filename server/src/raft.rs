@@ -153,6 +153,7 @@ pub struct RaftLog {
     /// `refresh`, so a header costs no lock).
     term: AtomicU64,
     leader: AtomicU64,
+    learner: std::sync::atomic::AtomicBool,
     /// How long MoveLeader waits for the transferee to take over.
     transfer_timeout: Duration,
 }
@@ -170,6 +171,7 @@ impl RaftLog {
             member_id,
             term: AtomicU64::new(0),
             leader: AtomicU64::new(0),
+            learner: std::sync::atomic::AtomicBool::new(false),
             transfer_timeout,
         };
         log.refresh();
@@ -186,6 +188,8 @@ impl RaftLog {
         let s = self.node.status();
         self.term.store(s.term, Ordering::Relaxed);
         self.leader.store(s.leader_id, Ordering::Relaxed);
+        self.learner
+            .store(Self::is_learner(&s, self.member_id), Ordering::Relaxed);
         s
     }
 
@@ -250,6 +254,10 @@ impl Replication for RaftLog {
 
     fn leader_id(&self) -> u64 {
         self.leader.load(Ordering::Relaxed)
+    }
+
+    fn is_learner(&self) -> bool {
+        self.learner.load(Ordering::Relaxed)
     }
 
     fn members(&self) -> Vec<MemberInfo> {

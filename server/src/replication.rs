@@ -115,6 +115,11 @@ pub trait Replication: Send + Sync + 'static {
         self.status().term
     }
 
+    /// Whether this member is a learner, as last seen, cheaply.
+    fn is_learner(&self) -> bool {
+        self.status().is_learner
+    }
+
     /// The leader as last seen (0: none), cheaply.
     fn leader_id(&self) -> u64 {
         self.status().leader_id

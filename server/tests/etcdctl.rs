@@ -436,6 +436,28 @@ fn metrics_and_health_over_http() {
     };
     assert!(value("etcd_server_proposals_committed_total") >= 20.0);
     assert!(value("etcd_mvcc_db_total_size_in_bytes") > 0.0);
+    // The WAL's fdatasyncs and the backend's batch commits are observed
+    // (exported about once a second).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, body) = c.members[0].http_get("/metrics").expect("GET /metrics");
+        let count = |name: &str| -> f64 {
+            body.lines()
+                .find_map(|l| l.strip_prefix(&format!("{name} ")))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0.0)
+        };
+        let wal = count("etcd_disk_wal_fsync_duration_seconds_count");
+        let commits = count("etcd_disk_backend_commit_duration_seconds_count");
+        if wal >= 20.0 && commits >= 1.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "WAL fsyncs observed {wal}, backend commits {commits}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let (code, body) = c.members[0].http_get("/health").expect("GET /health");
     assert_eq!((code, body.trim()), (200, "{\"health\":\"true\"}"));
 }

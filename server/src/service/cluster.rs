@@ -53,6 +53,7 @@ impl ClusterService {
     }
 
     async fn add(&self, r: MemberAddRequest) -> Result<MemberAddResponse, Status> {
+        self.node.learner_guard()?;
         let mut urls = Vec::new();
         for u in &r.peer_ur_ls {
             urls.push(
@@ -97,6 +98,7 @@ impl ClusterService {
     }
 
     async fn remove(&self, r: MemberRemoveRequest) -> Result<MemberRemoveResponse, Status> {
+        self.node.learner_guard()?;
         self.find(r.id)?;
         if r.id == self.node.member_id && self.node.is_leader() {
             // The leader does not propose its own removal: it hands
@@ -125,6 +127,7 @@ impl ClusterService {
     }
 
     async fn promote(&self, r: MemberPromoteRequest) -> Result<MemberPromoteResponse, Status> {
+        self.node.learner_guard()?;
         if !self.find(r.id)?.is_learner {
             return Err(EtcdError::MemberNotLearner.into());
         }
@@ -143,6 +146,7 @@ impl ClusterService {
     }
 
     async fn update(&self, r: MemberUpdateRequest) -> Result<MemberUpdateResponse, Status> {
+        self.node.learner_guard()?;
         self.find(r.id)?;
         for u in &r.peer_ur_ls {
             Url::parse(u).map_err(|_| EtcdError::MemberBadUrls)?;
@@ -152,6 +156,7 @@ impl ClusterService {
     }
 
     async fn list(&self) -> Result<MemberListResponse, Status> {
+        self.node.learner_guard()?;
         Ok(MemberListResponse {
             header: Some(self.node.header()),
             members: self.node.repl.members().into_iter().map(member).collect(),

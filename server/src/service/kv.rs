@@ -23,6 +23,10 @@ pub struct KvService {
 impl KvService {
     async fn range(&self, r: RangeRequest) -> Result<RangeResponse, Status> {
         validate::check_range(&r)?;
+        if !r.serializable {
+            // A learner serves serializable reads only (etcd 3.4).
+            self.node.learner_guard()?;
+        }
         Metrics::global().range_total.inc();
         if !r.serializable {
             self.node.read_barrier().await?;
@@ -37,6 +41,7 @@ impl KvService {
     }
 
     async fn put(&self, r: PutRequest) -> Result<PutResponse, Status> {
+        self.node.learner_guard()?;
         validate::check_put(&r)?;
         Metrics::global().put_total.inc();
         self.node.check_quota(r.key.len() + r.value.len()).await?;
@@ -47,6 +52,7 @@ impl KvService {
     }
 
     async fn delete_range(&self, r: DeleteRangeRequest) -> Result<DeleteRangeResponse, Status> {
+        self.node.learner_guard()?;
         validate::check_delete(&r)?;
         Metrics::global().delete_total.inc();
         match self
@@ -60,6 +66,7 @@ impl KvService {
     }
 
     async fn txn(&self, r: TxnRequest) -> Result<TxnResponse, Status> {
+        self.node.learner_guard()?;
         validate::check_txn(&r, self.node.cfg.max_txn_ops)?;
         Metrics::global().txn_total.inc();
         if convert::txn_is_read_only(&r) {
@@ -86,6 +93,7 @@ impl KvService {
     }
 
     async fn compact(&self, r: CompactionRequest) -> Result<CompactionResponse, Status> {
+        self.node.learner_guard()?;
         validate::check_compact(&r)?;
         let cmd = Command::Compact(mvcc::CompactionRequest {
             revision: r.revision,

@@ -24,6 +24,7 @@ pub struct LeaseService {
 
 impl LeaseService {
     async fn grant(&self, r: LeaseGrantRequest) -> Result<LeaseGrantResponse, Status> {
+        self.node.learner_guard()?;
         self.node.check_quota(0).await?;
         // etcd checks the TTL before proposing.
         if r.ttl > mvcc::MAX_LEASE_TTL_SECS {
@@ -47,6 +48,7 @@ impl LeaseService {
     }
 
     async fn revoke(&self, r: LeaseRevokeRequest) -> Result<LeaseRevokeResponse, Status> {
+        self.node.learner_guard()?;
         let cmd = Command::LeaseRevoke(mvcc::LeaseRevokeRequest { id: r.id });
         match self.node.propose(&cmd).await? {
             mvcc::Response::LeaseRevoke(x) => Ok(LeaseRevokeResponse {
@@ -60,6 +62,7 @@ impl LeaseService {
         &self,
         r: LeaseTimeToLiveRequest,
     ) -> Result<LeaseTimeToLiveResponse, Status> {
+        self.node.learner_guard()?;
         // Only the leader's lessor sees the keep-alives: a follower asks it
         // (etcd forwards LeaseTimeToLive to the leader too).
         if !self.node.is_leader() {
@@ -91,6 +94,7 @@ impl LeaseService {
     }
 
     async fn leases(&self) -> Result<LeaseLeasesResponse, Status> {
+        self.node.learner_guard()?;
         self.node.read_barrier().await?;
         let l = self.node.store().lease_leases();
         Ok(LeaseLeasesResponse {
@@ -156,6 +160,7 @@ impl Lease for LeaseService {
         r: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
         Metrics::global().rpc_started(RpcKind::BidiStream, SVC, "LeaseKeepAlive");
+        self.node.learner_guard()?;
         let node = self.node.clone();
         let mut inbound = r.into_inner();
         // Requests are answered in order; an undecodable request or a

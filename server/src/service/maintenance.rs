@@ -24,6 +24,7 @@ pub struct MaintenanceService {
 
 impl MaintenanceService {
     async fn alarm(&self, r: AlarmRequest) -> Result<AlarmResponse, Status> {
+        self.node.learner_guard()?;
         let action = match r.action {
             0 => None,
             1 => Some(AlarmAction::Activate),
@@ -92,6 +93,7 @@ impl MaintenanceService {
     }
 
     async fn defragment(&self) -> Result<DefragmentResponse, Status> {
+        self.node.learner_guard()?;
         // Local to this member, as etcd's: its applying pauses while the
         // backend is copied into a fresh file without free space.
         let applier = self.node.applier.clone();
@@ -107,6 +109,7 @@ impl MaintenanceService {
     }
 
     async fn hash_kv(&self, revision: i64) -> Result<HashKvResponse, Status> {
+        self.node.learner_guard()?;
         let store = self.node.store();
         let h = tokio::task::spawn_blocking(move || store.hash_kv(revision))
             .await
@@ -120,6 +123,7 @@ impl MaintenanceService {
     }
 
     async fn move_leader(&self, r: MoveLeaderRequest) -> Result<MoveLeaderResponse, Status> {
+        self.node.learner_guard()?;
         if !self.node.repl.members().iter().any(|m| m.id == r.target_id) {
             return Err(EtcdError::BadLeaderTransferee.into());
         }
@@ -165,14 +169,17 @@ impl Maintenance for MaintenanceService {
     async fn hash(&self, _r: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
         // etcd's Hash: the whole backend (every bucket), not HashKV.
         let store = self.node.store();
-        let r = tokio::task::spawn_blocking(move || store.hash_backend())
-            .await
-            .map_err(errors::unknown)
-            .and_then(|r| r.map_err(|e| errors::from_mvcc(&e)))
-            .map(|(hash, rev)| HashResponse {
-                header: Some(self.node.header_at(rev)),
-                hash,
-            });
+        let r = match self.node.learner_guard() {
+            Err(e) => Err(e),
+            Ok(()) => tokio::task::spawn_blocking(move || store.hash_backend())
+                .await
+                .map_err(errors::unknown)
+                .and_then(|r| r.map_err(|e| errors::from_mvcc(&e))),
+        }
+        .map(|(hash, rev)| HashResponse {
+            header: Some(self.node.header_at(rev)),
+            hash,
+        });
         observe(SVC, "Hash", r)
     }
     async fn hash_kv(&self, r: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
@@ -190,6 +197,7 @@ impl Maintenance for MaintenanceService {
         _r: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
         Metrics::global().rpc_started(RpcKind::ServerStream, SVC, "Snapshot");
+        self.node.learner_guard()?;
         let s = snapshot::stream(self.node.clone()).await?;
         Ok(Response::new(s))
     }

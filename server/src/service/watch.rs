@@ -70,6 +70,7 @@ impl Watch for WatchService {
     ) -> Result<Response<Self::WatchStream>, Status> {
         let m = Metrics::global();
         m.rpc_started(RpcKind::BidiStream, SVC, "Watch");
+        self.node.learner_guard()?;
         m.watch_streams.inc();
         let mut inbound = r.into_inner();
         let ws = Arc::new(self.node.store().watch_stream());

@@ -213,6 +213,51 @@ impl Cluster {
         c
     }
 
+    /// The `--initial-cluster` a member joining now lists: every member
+    /// (as `name=peer URL`) and itself.
+    pub fn initial_cluster_with(&self, name: &str, peer_port: u16) -> String {
+        let mut parts: Vec<String> = self
+            .members
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
+            .collect();
+        parts.push(format!("{name}=http://127.0.0.1:{peer_port}"));
+        parts.join(",")
+    }
+
+    /// Starts a member that joins the running cluster (after MemberAdd)
+    /// with `--initial-cluster-state existing`; returns its index.
+    pub fn join(&mut self, name: &str, peer_port: u16, extra: &[&str]) -> usize {
+        let kind = self.members[0].kind;
+        let client_port = free_port();
+        let data_dir = self.dir.path().join(format!("{name}.data"));
+        let initial_cluster = self.initial_cluster_with(name, peer_port);
+        let mut args: Vec<String> = vec![
+            format!("--name={name}"),
+            format!("--data-dir={}", data_dir.display()),
+            format!("--listen-client-urls=http://127.0.0.1:{client_port}"),
+            format!("--advertise-client-urls=http://127.0.0.1:{client_port}"),
+            format!("--listen-peer-urls=http://127.0.0.1:{peer_port}"),
+            format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}"),
+            format!("--initial-cluster={initial_cluster}"),
+            "--initial-cluster-state=existing".to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut m = Member {
+            kind,
+            log_path: self.dir.path().join(format!("{name}.log")),
+            name: name.to_string(),
+            client_port,
+            peer_port,
+            data_dir,
+            args,
+            child: None,
+        };
+        m.start();
+        self.members.push(m);
+        self.members.len() - 1
+    }
+
     pub fn endpoints(&self) -> String {
         let eps: Vec<String> = self.members.iter().map(|m| m.endpoint()).collect();
         eps.join(",")

@@ -1,0 +1,156 @@
+//! Membership through raft, driven by etcd's own etcdctl against a 3-member
+//! cluster started from the `ferrokv` binary: a learner is added through a
+//! follower (forwarded to the leader), joins with
+//! `--initial-cluster-state existing`, catches up and serves serializable
+//! reads only (etcd 3.4's learner), is promoted, takes leadership with
+//! `move-leader`, and is removed while it leads (it hands leadership over
+//! first). A follower forwards lease keep-alives to the leader.
+//! `FERROKV_UNDER_TEST=etcd` runs the same steps against etcd.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{etcdctl, etcdctl_error, free_port, Cluster, Kind};
+
+const T: Duration = Duration::from_secs(15);
+
+fn ok(endpoints: &str, args: &[&str]) -> String {
+    let out = etcdctl(endpoints, args, None, T);
+    assert!(
+        out.status.success(),
+        "etcdctl {args:?} on {endpoints}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// (member id, leader id) as `endpoint status` reports them.
+fn status(endpoint: &str) -> Option<(u64, u64)> {
+    let out = etcdctl(endpoint, &["endpoint", "status", "-w", "json"], None, T);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    let s = &v[0]["Status"];
+    Some((s["header"]["member_id"].as_u64()?, s["leader"].as_u64()?))
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn member_lines(endpoint: &str) -> Vec<String> {
+    ok(endpoint, &["member", "list"])
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn learner_joins_is_promoted_leads_and_leaves() {
+    let flags = ["--heartbeat-interval=20", "--election-timeout=200"];
+    let mut c = Cluster::start_with(Kind::under_test(), 3, &flags);
+    let eps: Vec<String> = c.members.iter().map(|m| m.endpoint()).collect();
+    ok(&eps[0], &["put", "a", "1"]);
+    let (_, leader) = status(&eps[0]).expect("status");
+    let follower = eps
+        .iter()
+        .find(|e| status(e).is_some_and(|(me, _)| me != leader))
+        .expect("a follower")
+        .clone();
+
+    // A follower forwards keep-alives to the leader's lessor.
+    let granted = ok(&eps[0], &["lease", "grant", "60"]);
+    let lease = granted
+        .split_whitespace()
+        .nth(1)
+        .expect("lease <id> granted")
+        .to_string();
+    let kept = ok(&follower, &["lease", "keep-alive", "--once", &lease]);
+    assert!(kept.contains("keepalived with TTL(60)"), "{kept}");
+
+    // MemberAdd of a learner, through the follower.
+    let peer = free_port();
+    let peer_urls = format!("--peer-urls=http://127.0.0.1:{peer}");
+    let add = ["member", "add", "m3", &peer_urls, "--learner"];
+    // etcd refuses membership changes until its members have been
+    // connected for a while ("unhealthy cluster"): retry.
+    let mut added = String::new();
+    wait_until("MemberAdd", || {
+        let out = etcdctl(&follower, &add, None, T);
+        added = String::from_utf8_lossy(&out.stdout).into_owned();
+        out.status.success()
+    });
+    let id_hex = added
+        .split_whitespace()
+        .nth(1)
+        .expect("Member <id> added")
+        .to_string();
+    let id = u64::from_str_radix(&id_hex, 16).expect("hex member id");
+    let listed = member_lines(&eps[0]);
+    assert_eq!(listed.len(), 4, "{listed:?}");
+    assert!(
+        listed
+            .iter()
+            .any(|l| l.starts_with(&id_hex) && l.contains("unstarted") && l.ends_with("true")),
+        "{listed:?}"
+    );
+
+    // It joins, catches up and serves serializable reads only.
+    let j = c.join("m3", peer, &flags);
+    let learner = c.members[j].endpoint();
+    wait_until("the learner to catch up", || {
+        etcdctl(&learner, &["get", "a", "--consistency=s"], None, T).stdout == b"a\n1\n"
+    });
+    let refused = etcdctl(&learner, &["put", "x", "y"], None, T);
+    assert_eq!(
+        etcdctl_error(&refused).as_deref(),
+        Some("Error: etcdserver: rpc not supported for learner")
+    );
+
+    // Promoted, it takes writes.
+    wait_until("the promotion", || {
+        etcdctl(&eps[0], &["member", "promote", &id_hex], None, T)
+            .status
+            .success()
+    });
+    let listed = member_lines(&eps[0]);
+    assert!(
+        listed
+            .iter()
+            .any(|l| l.starts_with(&id_hex) && l.contains(", m3, ") && l.ends_with("false")),
+        "{listed:?}"
+    );
+    ok(&learner, &["put", "b", "2"]);
+    assert_eq!(ok(&eps[1], &["get", "b"]), "b\n2\n");
+
+    // MoveLeader hands it the leadership.
+    let all = c.endpoints();
+    ok(&all, &["move-leader", &id_hex]);
+    wait_until("the new leader", || {
+        status(&learner).is_some_and(|(me, leader)| me == id && leader == id)
+    });
+
+    // Removing the leader itself: it hands over first, then leaves.
+    wait_until("MemberRemove", || {
+        etcdctl(&learner, &["member", "remove", &id_hex], None, T)
+            .status
+            .success()
+    });
+    wait_until("the removal", || {
+        let l = member_lines(&eps[0]);
+        l.len() == 3 && !l.iter().any(|x| x.starts_with(&id_hex))
+    });
+    wait_until("a leader among the others", || {
+        status(&eps[0]).is_some_and(|(_, leader)| leader != 0 && leader != id)
+    });
+    ok(&eps[0], &["put", "c", "3"]);
+    assert_eq!(ok(&eps[2], &["get", "c"]), "c\n3\n");
+    // A removed member stops, as etcd's does.
+    wait_until("the removed member to exit", || {
+        c.members[j].exited().is_some()
+    });
+}
