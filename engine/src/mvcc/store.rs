@@ -736,7 +736,14 @@ fn restore(backend: Box<dyn Backend>, path: PathBuf, opts: StoreOptions) -> Resu
         let index = &index;
         let inserter = scope.spawn(move || {
             let mut iw = index.writer();
-            for batch in inbox {
+            for mut batch in inbox {
+                // In key order (a stable sort keeps each key's revisions in
+                // order), consecutive inserts share most of their skiplist
+                // search path, which stays in cache.
+                let keys = &batch.keys;
+                batch
+                    .records
+                    .sort_by(|a, b| keys[a.key.clone()].cmp(&keys[b.key.clone()]));
                 for r in &batch.records {
                     iw.restore(&batch.keys[r.key.clone()], r.entry, r.create, r.version);
                 }
@@ -879,7 +886,7 @@ fn restore(backend: Box<dyn Backend>, path: PathBuf, opts: StoreOptions) -> Resu
 }
 
 /// Records handed from the scanning thread to the inserting one.
-const RESTORE_BATCH: usize = 8192;
+const RESTORE_BATCH: usize = 32768;
 
 #[derive(Default)]
 struct RestoreBatch {
