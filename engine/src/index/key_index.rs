@@ -9,7 +9,9 @@
 //! every query alike.
 //!
 //! Memory is the point of the layout (the index holds every key of the
-//! store): the whole state is one `AtomicU64` word in the skiplist node.
+//! store): the state is one `AtomicU64` word in the skiplist node, plus a
+//! second word with a copy of the newest entry so that a read at the current
+//! revision of a key with history does not leave the node.
 //!
 //! - `0`: no entries (a transient state; readers treat it as absent).
 //! - low bit 1: exactly one entry, packed inline (the common case of a key
@@ -222,6 +224,9 @@ fn derivable(entries: &[IndexEntry], create_main: i64, version: i64) -> bool {
 
 pub(crate) struct KeyIndex {
     word: AtomicU64,
+    /// The newest entry, narrow-packed, when the key has a buffer and the
+    /// entry packs; 0 otherwise. Stored after the entry is in the buffer.
+    newest: AtomicU64,
 }
 
 impl Drop for KeyIndex {
@@ -310,7 +315,25 @@ impl KeyIndex {
     pub fn new() -> Self {
         KeyIndex {
             word: AtomicU64::new(0),
+            newest: AtomicU64::new(0),
         }
+    }
+
+    /// The live revision visible at `rev`; from the copy of the newest
+    /// entry when that answers it (reads at the current revision).
+    ///
+    /// The copy is stored after its entry and before the revision is
+    /// published to readers, so a reader at `rev` finds in it the newest
+    /// entry with `main ≤ rev` or a newer one, never an older one.
+    pub fn visible_at(&self, rev: i64, guard: &Guard) -> Option<Revision> {
+        let newest = self.newest.load(Ordering::Acquire);
+        if newest != 0 {
+            let e = unpack_narrow(newest);
+            if e.rev.main <= rev {
+                return (!e.tombstone).then_some(e.rev);
+            }
+        }
+        self.entries(guard).visible_at(rev)
     }
 
     fn buf<'g>(&'g self, _guard: &'g Guard) -> Option<&'g [AtomicU64]> {

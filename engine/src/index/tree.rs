@@ -90,7 +90,7 @@ impl TreeIndex {
     pub fn get(&self, key: &[u8], rev: i64) -> Option<Revision> {
         let guard = crossbeam_epoch::pin();
         let entry = self.map.get(key, &guard)?;
-        entry.value().entries(&guard).visible_at(rev)
+        entry.value().visible_at(rev, &guard)
     }
 
     /// Calls `f(key, revision)` for each key in `range` live at `rev`, in
@@ -115,8 +115,7 @@ impl TreeIndex {
         let iter = self.map.range::<[u8], _>(range.bounds(), &guard);
         let mut visit = |e: crossbeam_skiplist::base::Entry<'_, '_, Box<[u8]>, KeyIndex>| match e
             .value()
-            .entries(&guard)
-            .visible_at(rev)
+            .visible_at(rev, &guard)
         {
             Some(r) => f(e.key(), r),
             None => true,

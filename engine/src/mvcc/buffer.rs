@@ -14,6 +14,7 @@
 //! reader may hold a view as long as it likes.
 
 use super::buckets::KEY_BUCKET;
+use super::cache::ValueCache;
 use super::error::{Error, Result};
 use super::revision::{RevKey, Revision};
 use crate::backend::{Backend, ReadSnapshot};
@@ -197,6 +198,7 @@ pub(crate) struct ValueReader<'g> {
     pub view: &'g View,
     backend: &'g dyn Backend,
     snapshot: Option<Snap<'g>>,
+    cache: Option<&'g ValueCache>,
 }
 
 impl<'g> ValueReader<'g> {
@@ -205,7 +207,15 @@ impl<'g> ValueReader<'g> {
             view,
             backend,
             snapshot: None,
+            cache: None,
         }
+    }
+
+    /// Point reads go through `cache` (not scans: a history scan would
+    /// push the hot values out).
+    pub fn cached(mut self, cache: &'g ValueCache) -> Self {
+        self.cache = Some(cache);
+        self
     }
 
     fn snapshot(&mut self) -> Result<&dyn ReadSnapshot> {
@@ -250,10 +260,17 @@ impl<'g> ValueReader<'g> {
                 self.view.backend_rev
             )));
         }
+        let cache = self.cache;
+        if let Some(record) = cache.and_then(|c| c.get(rev)) {
+            return Ok(Some(f(&record)));
+        }
         let key = RevKey::new(rev, false);
         let mut f = Some(f);
         let mut out = None;
         self.snapshot()?.get(KEY_BUCKET, key.as_bytes(), &mut |v| {
+            if let Some(c) = cache {
+                c.insert(rev, v);
+            }
             out = Some((f.take().expect("called once"))(v))
         })?;
         Ok(out)

@@ -21,6 +21,7 @@
 mod apply;
 mod buckets;
 mod buffer;
+mod cache;
 mod codec;
 mod command;
 mod compact;

@@ -75,6 +75,10 @@ pub struct StoreOptions {
     /// Sealed batches waiting for their commit before apply waits (the
     /// bound on buffered memory). Default 2.
     pub pending_batches_max: usize,
+    /// Bytes of records read from the backend kept in memory by revision,
+    /// so that reads of a hot set do not slow down as the history (and the
+    /// key bucket) grows. 0 disables it. Default 64 MiB.
+    pub value_cache_bytes: usize,
     /// Keys compacted per step, and revisions removed per step (a single
     /// key's history is removed whole); apply waits at most one step.
     /// Default 1000.
@@ -112,6 +116,7 @@ impl Default for StoreOptions {
             batch_interval: Duration::from_millis(100),
             batch_limit: 10_000,
             pending_batches_max: 2,
+            value_cache_bytes: 64 << 20,
             compaction_batch_keys: 1000,
             compaction_batch_pause: Duration::from_millis(1),
             watch_queue_capacity: 1024,

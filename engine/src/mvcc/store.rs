@@ -15,6 +15,7 @@
 
 use super::buckets::*;
 use super::buffer::{BackendOp, Buffer, ValueReader, View, ViewCell};
+use super::cache::ValueCache;
 use super::compact;
 use super::error::{Error, Result};
 use super::kv::decode_kv;
@@ -74,6 +75,7 @@ pub(crate) struct Inner {
     pub backend: Box<dyn Backend>,
     pub index: TreeIndex,
     pub view: ViewCell,
+    pub cache: ValueCache,
     current_rev: AtomicI64,
     compact_rev: AtomicI64,
     consistent_index: AtomicU64,
@@ -412,7 +414,8 @@ impl Store {
         let inner = &*self.inner;
         let current = inner.current_rev();
         let guard = crossbeam_epoch::pin();
-        let mut reader = ValueReader::new(inner.view.load(&guard), &*inner.backend);
+        let mut reader =
+            ValueReader::new(inner.view.load(&guard), &*inner.backend).cached(&inner.cache);
         let resp = range::range(&inner.index, &mut reader, req, current, &inner.compact_rev)?;
         // A compaction that passed the read revision while we read may
         // have removed what we looked at: the answer is not trustworthy.
@@ -842,6 +845,7 @@ fn restore(backend: Box<dyn Backend>, path: PathBuf, opts: StoreOptions) -> Resu
     let active = Arc::new(Buffer::default());
     let inner = Inner {
         view: ViewCell::new(View::new(vec![active.clone()], current_rev)),
+        cache: ValueCache::new(opts.value_cache_bytes),
         writer: Mutex::new(WriterState {
             active,
             consistent_index,

@@ -42,7 +42,7 @@ impl<'a> WriteTxn<'a> {
             inner,
             active: &w.active,
             iw: inner.index.writer(),
-            reader: ValueReader::new(inner.view.load(guard), &*inner.backend),
+            reader: ValueReader::new(inner.view.load(guard), &*inner.backend).cached(&inner.cache),
             lessor: inner.lessor.lock(),
             begin_rev,
             changes: 0,

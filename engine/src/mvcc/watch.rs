@@ -588,7 +588,8 @@ fn prev_kv(inner: &Inner, key: &[u8], rev: i64) -> Option<KeyValue> {
     }
     let r = inner.index.get(key, before)?;
     let guard = crossbeam_epoch::pin();
-    let mut reader = ValueReader::new(inner.view.load(&guard), &*inner.backend);
+    let mut reader =
+        ValueReader::new(inner.view.load(&guard), &*inner.backend).cached(&inner.cache);
     read_kv(&mut reader, r, true, inner.compact_rev_cell()).ok()
 }
 
