@@ -302,7 +302,9 @@ impl Node {
                 n += 1;
                 let s = node.raft.refresh();
                 if node.raft.node().is_stopped() {
-                    // etcd exits when it was removed or its log failed.
+                    // etcd exits when it was removed or its log failed;
+                    // answers in flight (the removal's own) go out first.
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                     match node.raft.node().failure() {
                         Some(why) => {
                             tracing::error!("the raft log stopped: {why}; exiting");

@@ -32,6 +32,42 @@ fn member(m: MemberInfo) -> Member {
     }
 }
 
+/// A member has started once it published its name through the log.
+fn started_voters(members: &[MemberInfo], except: u64) -> (usize, usize) {
+    let voters = members.iter().filter(|m| !m.is_learner && m.id != except);
+    let (mut n, mut started) = (0, 0);
+    for m in voters {
+        n += 1;
+        started += !m.name.is_empty() as usize;
+    }
+    (n, started)
+}
+
+/// etcd's strict reconfiguration check (IsReadyToAddVotingMember): after
+/// adding a voter, the started voters must still make a quorum — except
+/// for the second member of a one-member cluster.
+fn ready_to_add_voter(members: &[MemberInfo]) -> bool {
+    let (n, started) = started_voters(members, 0);
+    let n = n + 1;
+    (started == 1 && n == 2) || started >= n / 2 + 1
+}
+
+/// IsReadyToRemoveVotingMember: the remaining started voters make a
+/// quorum of the remaining voters.
+fn ready_to_remove_voter(members: &[MemberInfo], id: u64) -> bool {
+    if members.iter().any(|m| m.id == id && m.is_learner) {
+        return true;
+    }
+    let (n, started) = started_voters(members, id);
+    started >= n / 2 + 1
+}
+
+/// IsReadyToPromoteMember: the learner counts as a started voter.
+fn ready_to_promote(members: &[MemberInfo]) -> bool {
+    let (n, started) = started_voters(members, 0);
+    started + 1 >= (n + 1) / 2 + 1
+}
+
 impl ClusterService {
     /// Membership changes are proposed by the leader; a follower forwards
     /// the request to it (raft forwards etcd's conf-change proposals).
@@ -75,6 +111,9 @@ impl ClusterService {
         {
             return Err(EtcdError::PeerUrlExist.into());
         }
+        if !r.is_learner && !ready_to_add_voter(&existing) {
+            return Err(EtcdError::MemberNotEnoughStarted.into());
+        }
         // The new member's name is not known yet; its id comes from its
         // first peer URL until it starts with its name.
         let id = member_id(&self.node.cfg.initial_cluster_token, &urls[0]);
@@ -115,6 +154,9 @@ impl ClusterService {
         if let Some(mut leader) = self.leader_client()? {
             return Ok(leader.member_remove(r).await?.into_inner());
         }
+        if !ready_to_remove_voter(&self.node.repl.members(), r.id) {
+            return Err(EtcdError::MemberNotEnoughStarted.into());
+        }
         let members = self
             .node
             .repl
@@ -133,6 +175,9 @@ impl ClusterService {
         }
         if let Some(mut leader) = self.leader_client()? {
             return Ok(leader.member_promote(r).await?.into_inner());
+        }
+        if !ready_to_promote(&self.node.repl.members()) {
+            return Err(EtcdError::MemberNotEnoughStarted.into());
         }
         let members = self
             .node
@@ -195,5 +240,58 @@ impl Cluster for ClusterService {
         r: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
         observe(SVC, "MemberPromote", self.promote(r.into_inner()).await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(id: u64, started: bool, is_learner: bool) -> MemberInfo {
+        MemberInfo {
+            id,
+            name: if started {
+                format!("m{id}")
+            } else {
+                String::new()
+            },
+            peer_urls: vec![],
+            client_urls: vec![],
+            is_learner,
+        }
+    }
+
+    /// etcd's strict reconfiguration checks (membership/cluster.go).
+    #[test]
+    fn quorum_of_started_members_is_kept() {
+        // The second member of a one-member cluster may always be added.
+        assert!(ready_to_add_voter(&[m(1, true, false)]));
+        // 1 of 2 started: a third voter would need 2 started.
+        assert!(!ready_to_add_voter(&[
+            m(1, true, false),
+            m(2, false, false)
+        ]));
+        assert!(ready_to_add_voter(&[m(1, true, false), m(2, true, false)]));
+        // Learners do not count.
+        assert!(!ready_to_add_voter(&[
+            m(1, true, false),
+            m(2, false, false),
+            m(3, true, true)
+        ]));
+        let three = [m(1, true, false), m(2, true, false), m(3, false, false)];
+        assert!(ready_to_remove_voter(&three, 3));
+        assert!(!ready_to_remove_voter(&three, 1));
+        assert!(ready_to_remove_voter(
+            &[m(1, true, false), m(9, false, true)],
+            9
+        ));
+        // The learner to promote counts as started.
+        assert!(ready_to_promote(&[m(1, true, false), m(9, false, true)]));
+        assert!(!ready_to_promote(&[
+            m(1, true, false),
+            m(2, false, false),
+            m(3, false, false),
+            m(9, false, true)
+        ]));
     }
 }
