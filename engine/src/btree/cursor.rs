@@ -55,6 +55,19 @@ impl<'a> View<'a> {
         }
     }
 
+    /// `search` that also prefetches the pages a descent may visit next.
+    #[inline]
+    pub fn search_prefetch(
+        &self,
+        key: &[u8],
+        map: &Mapping,
+    ) -> Result<std::result::Result<usize, usize>> {
+        match *self {
+            View::Page(p) => p.search_prefetch(key, map),
+            _ => self.search(key),
+        }
+    }
+
     pub fn child(&self, map: &'a Mapping, i: usize) -> Result<View<'a>> {
         match *self {
             View::Page(p) => {
@@ -85,7 +98,7 @@ impl<'a> View<'a> {
 pub fn get<'a>(map: &'a Mapping, root: View<'a>, key: &[u8]) -> Result<Option<&'a [u8]>> {
     let mut view = root;
     for _ in 0..MAX_DEPTH {
-        let found = view.search(key)?;
+        let found = view.search_prefetch(key, map)?;
         if view.is_leaf() {
             return match found {
                 Ok(i) => Ok(Some(view.value(map, i)?)),
@@ -183,7 +196,7 @@ impl<'a> Cursor<'a> {
         self.stack.clear();
         let mut view = self.root;
         loop {
-            let found = view.search(key)?;
+            let found = view.search_prefetch(key, self.map)?;
             if view.is_leaf() {
                 let i = match found {
                     Ok(i) | Err(i) => i,

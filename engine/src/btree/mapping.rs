@@ -21,6 +21,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct Mapping {
     mmap: Mmap,
     page_size: usize,
+    /// `mmap.len() / page_size`, kept so a bounds check is no division.
+    pages: u64,
     verified: Box<[AtomicU64]>,
 }
 
@@ -51,12 +53,44 @@ impl Mapping {
         Ok(Mapping {
             mmap,
             page_size,
+            pages,
             verified,
         })
     }
 
+    #[inline]
     pub fn pages(&self) -> u64 {
-        (self.mmap.len() / self.page_size) as u64
+        self.pages
+    }
+
+    /// Prefetches the cache line holding byte `at` of `page` (a slice of
+    /// this mapping); a no-op past its end.
+    #[inline]
+    pub fn prefetch_in(&self, page: &[u8], at: usize) {
+        if at < page.len() {
+            prefetch_line(page[at..].as_ptr());
+        }
+    }
+
+    /// Asks the CPU to start loading the first cache line of page `pgid`
+    /// (its header and slot array) while the caller keeps working: a
+    /// lookup announces the pages it may descend into next, so the miss
+    /// on the next level (a TLB walk and a DRAM access for a leaf of a
+    /// large file) overlaps the rest of the current page's search. A hint
+    /// only: nothing is read, verified or trusted here.
+    #[inline]
+    pub fn prefetch_addr(&self, buf: &[u8], at: usize) {
+        let p = buf.as_ptr().wrapping_add(at.min(buf.len() - 1));
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast::<i8>())
+        };
+    }
+    #[inline]
+    pub fn prefetch(&self, pgid: u64) {
+        if pgid >= self.pages {
+            return;
+        }
+        prefetch_line(self.mmap[pgid as usize * self.page_size..].as_ptr());
     }
 
     pub fn page_size(&self) -> usize {
@@ -151,6 +185,21 @@ impl Mapping {
         let (buf, _) = self.span(link, span, Some(KIND_OVERFLOW))?;
         Ok(&buf[HEADER_LEN..HEADER_LEN + len as usize])
     }
+}
+
+/// Starts loading the cache line at `line` into L1.
+#[inline(always)]
+fn prefetch_line(line: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `_mm_prefetch` is a hint: it never faults, reads nothing
+    // architecturally and has no other effect, whatever the address; every
+    // caller passes a pointer into a live slice besides. SSE is part of the
+    // x86_64 baseline.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(line.cast::<i8>())
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = line;
 }
 
 /// Pages of an overflow span holding `len` value bytes.

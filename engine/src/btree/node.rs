@@ -14,6 +14,7 @@
 //! children, so it touches the branch pages and not the leaves.
 
 use super::error::{Error, Result};
+use super::mapping::Mapping;
 use super::page::{
     self, get_u16, get_u32, put_u16, put_u32, Header, PageRef, HEADER_LEN, KIND_BRANCH, KIND_LEAF,
     PAGE_REF_LEN,
@@ -23,6 +24,9 @@ pub const SLOT_LEN: usize = 2;
 pub const LEAF_ELEM_HEADER: usize = 7;
 pub const BRANCH_ELEM_HEADER: usize = 2 + PAGE_REF_LEN;
 const FLAG_OVERFLOW: u8 = 1;
+/// Bytes from an element's start that a search probe reads, for short keys:
+/// the element header and the first bytes of the key.
+const PROBE_BYTES: usize = 32;
 /// Bit 15 of a branch element's key length: the child is deep.
 const BRANCH_DEEP: u16 = 0x8000;
 const BRANCH_KLEN_MASK: u16 = 0x7fff;
@@ -766,6 +770,85 @@ impl<'a> PageView<'a> {
     /// one inline comparison per probe.
     #[inline]
     pub fn search(&self, key: &[u8]) -> Result<std::result::Result<usize, usize>> {
+        self.search_with(key, |_| {})
+    }
+
+    /// `search` for a lookup that descends, with prefetches so that cache
+    /// misses overlap instead of following each other (each probe's address
+    /// depends on the one before; a leaf of a large file is a TLB walk and
+    /// a DRAM access per cache line). In a branch page, every probed element
+    /// whose key is ≤ `key` may be the child taken next (the last such one
+    /// is), so its child page is prefetched as soon as the probe has read
+    /// the link, which shares the key's cache line: the child's miss
+    /// overlaps the remaining probes. In a leaf page, the elements the
+    /// first probes may visit are prefetched before the search starts.
+    /// (Doing that in branch pages too measured slower: the upper levels
+    /// mostly sit in cache.)
+    #[inline]
+    pub fn search_prefetch(
+        &self,
+        key: &[u8],
+        map: &Mapping,
+    ) -> Result<std::result::Result<usize, usize>> {
+        if self.is_leaf() {
+            self.prefetch_probes(map);
+            return self.search(key);
+        }
+        let buf = self.buf;
+        self.search_with(key, |at| {
+            if let Some(pgid) = buf.get(at + 2..at + 10) {
+                map.prefetch(u64::from_le_bytes(pgid.try_into().expect("8 bytes")));
+            }
+        })
+    }
+
+    /// Prefetches the elements the first four rounds of the binary search
+    /// can probe (all of them in a page of up to 15 elements), so their
+    /// misses overlap instead of following each other: each probe's
+    /// address depends on the outcome of the one before.
+    #[inline]
+    fn prefetch_probes(&self, map: &Mapping) {
+        const PROBES_MAX: usize = 15;
+        let n = self.count();
+        if n <= PROBES_MAX {
+            for i in 0..n {
+                self.prefetch_element(i, map);
+            }
+            return;
+        }
+        // The binary search's first probes, breadth first.
+        let mut ranges = [(0usize, 0usize); PROBES_MAX];
+        ranges[0] = (0, n);
+        for head in 0..PROBES_MAX {
+            let (lo, hi) = ranges[head];
+            let mid = (lo + hi) / 2;
+            self.prefetch_element(mid, map);
+            let tail = 2 * head + 1;
+            if tail + 1 < PROBES_MAX {
+                ranges[tail] = (lo, mid);
+                ranges[tail + 1] = (mid + 1, hi);
+            }
+        }
+    }
+
+    #[inline]
+    fn prefetch_element(&self, i: usize, map: &Mapping) {
+        let slot = HEADER_LEN + i * SLOT_LEN;
+        if let Some(&[a, b]) = self.buf.get(slot..slot + 2) {
+            let at = u16::from_le_bytes([a, b]) as usize;
+            map.prefetch_in(self.buf, at);
+            map.prefetch_in(self.buf, at + PROBE_BYTES - 1);
+        }
+    }
+
+    /// The binary search; `candidate(at)` is called with the offset of each
+    /// probed element whose key is ≤ `key`.
+    #[inline(always)]
+    fn search_with(
+        &self,
+        key: &[u8],
+        mut candidate: impl FnMut(usize),
+    ) -> Result<std::result::Result<usize, usize>> {
         let buf = self.buf;
         let (header_len, klen_at) = if self.is_leaf() {
             (LEAF_ELEM_HEADER, 1)
@@ -787,9 +870,15 @@ impl<'a> PageView<'a> {
                 return Err(self.bad(format!("element {mid} key overruns the page")));
             };
             match compare(probe, key) {
-                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Less => {
+                    candidate(at);
+                    lo = mid + 1;
+                }
                 std::cmp::Ordering::Greater => hi = mid,
-                std::cmp::Ordering::Equal => return Ok(Ok(mid)),
+                std::cmp::Ordering::Equal => {
+                    candidate(at);
+                    return Ok(Ok(mid));
+                }
             }
         }
         Ok(Err(lo))
@@ -797,7 +886,8 @@ impl<'a> PageView<'a> {
 }
 
 /// Lexicographic byte comparison, eight bytes at a time: keys are short, and
-/// a call into memcmp per probe costs more than the comparison itself.
+/// a call into memcmp per probe costs more than the comparison itself (so
+/// the tail of fewer than eight bytes is compared here too).
 #[inline]
 pub fn compare(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
     let n = a.len().min(b.len());
@@ -810,7 +900,13 @@ pub fn compare(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
         }
         i += 8;
     }
-    a[i..].cmp(&b[i..])
+    while i < n {
+        if a[i] != b[i] {
+            return a[i].cmp(&b[i]);
+        }
+        i += 1;
+    }
+    a.len().cmp(&b.len())
 }
 
 /// The child of a branch that may hold `key`: the last whose lower bound is
@@ -922,9 +1018,60 @@ mod tests {
         assert!(view.leaf_entry(0).is_err());
     }
 
+    /// The prefetching search used by lookups answers exactly as the plain
+    /// one, in leaves and branches, and a damaged slot stays an error.
+    #[test]
+    fn search_prefetch_agrees_with_search() {
+        let page_size = 4096;
+        let keys: Vec<Vec<u8>> = (0..60u32).map(|i| (i * 3).to_be_bytes().to_vec()).collect();
+        let mut leaf = Leaf::default();
+        for k in &keys[..15] {
+            leaf.insert(leaf.len(), k, Val::Inline(&[5; 150]));
+        }
+        let branch = Node::branch(
+            keys.iter()
+                .enumerate()
+                .map(|(i, k)| {
+                    let link = PageRef {
+                        pgid: i as u64 % 3,
+                        checksum: 0,
+                        txid: 1,
+                    };
+                    (k.clone(), Child::Clean(link))
+                })
+                .collect(),
+        );
+        let mut file_bytes = vec![0u8; 3 * page_size];
+        Node::Leaf(leaf).encode(&mut file_bytes[..page_size], 0, 1);
+        branch.encode(&mut file_bytes[page_size..2 * page_size], 1, 1);
+        Node::Leaf(Leaf::default()).encode(&mut file_bytes[2 * page_size..], 2, 1);
+        put_u16(&mut file_bytes[2 * page_size..], HEADER_LEN, 4095);
+        put_u16(&mut file_bytes[2 * page_size..], 26, 1);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pages");
+        std::fs::write(&path, &file_bytes).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        let map = Mapping::new(&file, file_bytes.len() as u64, page_size, &path).unwrap();
+        for pgid in 0..2u64 {
+            let buf = map.raw(pgid, 1).unwrap();
+            let view = PageView::new(buf, Header::read(buf)).unwrap();
+            for probe in 0..200u32 {
+                let probe = probe.to_be_bytes();
+                assert_eq!(
+                    view.search_prefetch(&probe, &map).unwrap(),
+                    view.search(&probe).unwrap(),
+                    "page {pgid}, key {probe:?}"
+                );
+            }
+        }
+        let buf = map.raw(2, 1).unwrap();
+        let damaged = PageView::new(buf, Header::read(buf)).unwrap();
+        assert!(damaged.search_prefetch(b"k", &map).is_err());
+    }
+
     #[test]
     fn compare_agrees_with_slice_ordering() {
-        let keys: [&[u8]; 9] = [
+        let keys: [&[u8]; 11] = [
             b"",
             b"a",
             b"ab",
@@ -934,6 +1081,8 @@ mod tests {
             b"b",
             b"\xff\x00",
             b"abcdefghabcdefgh",
+            b"abcdefghab",
+            b"abcdefghac",
         ];
         for a in keys {
             for b in keys {
