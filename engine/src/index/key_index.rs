@@ -419,6 +419,7 @@ impl KeyIndex {
                     words[2].store(version as u64, Ordering::Relaxed);
                 }
                 words[0].store(h + 1, Ordering::Release);
+                self.set_newest(entry);
                 return;
             }
         }
@@ -432,6 +433,20 @@ impl KeyIndex {
             0
         };
         self.replace(build(&all, extra, create_main, version), guard);
+        self.set_newest(entry);
+    }
+
+    /// Records `entry`, just appended, as the newest: after the entry is in
+    /// the entries and before the store publishes its revision (the caller
+    /// publishes after the index write), so the copy only ever moves
+    /// forward and a reader at a published revision never finds an older
+    /// entry in it than the newest one at or below that revision. An entry
+    /// that does not pack stores 0 (readers then search the entries): the
+    /// copy must never be left naming an entry older than the newest.
+    fn set_newest(&self, entry: IndexEntry) {
+        debug_assert!(entry.rev.main > 0, "revision 0 is the empty copy");
+        let packed = pack_narrow(entry).unwrap_or(0);
+        self.newest.store(packed, Ordering::Release);
     }
 
     /// Compacts at `at_rev` (etcd's keyIndex.compact): removes every entry
@@ -522,6 +537,53 @@ mod tests {
         assert_eq!(step_for(10), 7);
         assert_eq!(step_for(11), 8);
         assert_eq!(*CAPS.last().unwrap(), 1 << 39);
+    }
+
+    /// The copy of the newest entry answers every revision exactly as a
+    /// search of the entries does, through puts, tombstones, an entry too
+    /// wide to copy and compaction.
+    #[test]
+    fn newest_copy_agrees_with_the_entries() {
+        let g = crossbeam_epoch::pin();
+        let k = KeyIndex::new();
+        let check = |k: &KeyIndex, top: i64| {
+            for rev in 0..=top {
+                assert_eq!(
+                    k.visible_at(rev, &g),
+                    k.entries(&g).visible_at(rev),
+                    "at {rev}"
+                );
+            }
+        };
+        k.append(put(2, 0), 2, 1, &g);
+        assert_eq!(
+            k.newest.load(Ordering::Relaxed),
+            pack_narrow(put(2, 0)).unwrap()
+        );
+        check(&k, 3);
+        for v in 2..=20 {
+            k.append(put(2 * v, 0), 2, v, &g);
+            check(&k, 2 * v + 1);
+        }
+        k.append(tomb(50, 0), 0, 0, &g);
+        assert_eq!(k.visible_at(50, &g), None);
+        check(&k, 52);
+        k.append(put(60, 1 << 15), 60, 1, &g);
+        assert_eq!(
+            k.newest.load(Ordering::Relaxed),
+            0,
+            "a wide entry is not copied"
+        );
+        assert_eq!(k.visible_at(61, &g), Some(Revision::new(60, 1 << 15)));
+        check(&k, 62);
+        k.append(put(70, 0), 60, 2, &g);
+        check(&k, 72);
+        let mut removed = Vec::new();
+        assert!(!k.compact(65, &mut removed, &g));
+        for rev in 65..=72 {
+            assert_eq!(k.visible_at(rev, &g), k.entries(&g).visible_at(rev));
+        }
+        assert_eq!(k.visible_at(i64::MAX, &g), Some(Revision::new(70, 0)));
     }
 
     #[test]
