@@ -16,7 +16,7 @@ test: deps
 	$(CARGO) test --release --workspace
 
 # The main job: build ferrobench and ferrokv, run campaigns/quick.toml
-# (ferrokv and etcd 1-node and 3-node, the embedded engine; about 7
+# (ferrokv and etcd 1-node and 3-node, the embedded engine; about 8.5
 # minutes), print the summary and write results/quick/<timestamp>/
 # (results.json, summary.md, plots, .hgrm, logs).
 bench: deps

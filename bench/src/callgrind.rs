@@ -1,7 +1,8 @@
 //! The deterministic gate: instruction counts (callgrind's `Ir`) of
 //! in-process micro-workloads, which do not depend on the machine's load,
-//! against a committed baseline. `ferrobench micro <name>` runs one
-//! workload; `ferrobench gate --callgrind` runs each under valgrind.
+//! against a committed baseline. `ferrobench-micro <name>` (a binary of its
+//! own, on the plain allocator) runs one workload; `ferrobench gate
+//! --callgrind` runs each under valgrind.
 
 use crate::gate::GateArgs;
 use serde::{Deserialize, Serialize};
@@ -95,7 +96,7 @@ pub fn measure(exe: &Path, name: &str) -> anyhow::Result<u64> {
         .arg(format!("--callgrind-out-file={}", out.display()))
         .arg("--quiet")
         .arg(exe)
-        .args(["micro", name])
+        .arg(name)
         .status()
         .map_err(|e| anyhow::anyhow!("running valgrind (make deps installs it): {e}"))?;
     anyhow::ensure!(status.success(), "callgrind run of {name} failed: {status}");
@@ -106,7 +107,13 @@ pub fn measure(exe: &Path, name: &str) -> anyhow::Result<u64> {
 }
 
 pub fn gate(args: &GateArgs) -> anyhow::Result<i32> {
-    let exe = std::env::current_exe()?;
+    // Built beside ferrobench (`cargo build --release -p bench`).
+    let exe = std::env::current_exe()?.with_file_name("ferrobench-micro");
+    anyhow::ensure!(
+        exe.exists(),
+        "{} is missing: build it with `cargo build --release -p bench --bin ferrobench-micro`",
+        exe.display()
+    );
     let mut measured = BTreeMap::new();
     for name in MICRO {
         measured.insert(name.to_string(), measure(&exe, name)?);
@@ -114,7 +121,7 @@ pub fn gate(args: &GateArgs) -> anyhow::Result<i32> {
     if args.update_baseline {
         let b = Baseline {
             instructions: measured,
-            note: "callgrind Ir of `ferrobench micro <name>`, release profile; refresh with `ferrobench gate --callgrind --update-baseline --baseline <this file>`".into(),
+            note: "callgrind Ir of `ferrobench-micro <name>`, release profile; refresh with `ferrobench gate --callgrind --update-baseline --baseline <this file>`".into(),
         };
         std::fs::write(&args.baseline, serde_json::to_string_pretty(&b)? + "\n")?;
         eprintln!("wrote {}", args.baseline.display());

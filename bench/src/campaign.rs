@@ -1,8 +1,12 @@
 //! `ferrobench campaign <spec.toml>`: systems × workloads × concurrency
-//! levels × repetitions. Each repetition starts every system fresh (new data
-//! dir, loopback ports chosen at run time), runs every cell of that system on
-//! it, and stops it, keeping its log; systems alternate within a repetition
-//! so drift on a noisy machine spreads over all of them. Writes
+//! levels × repetitions. Every repetition of every cell runs on an instance
+//! started for it alone (new data dir, loopback ports chosen at run time;
+//! the embedded engine: a new store), which is stopped afterwards, keeping
+//! its log: server CPU, peak RSS, disk writes and DB size then belong to
+//! that cell, and no cell inherits the history of another. Within a
+//! repetition the cells go in spec order and each runs on every system back
+//! to back (the systems' order rotating from cell to cell), so drift on a
+//! noisy machine falls on all systems alike. Writes
 //! `<out>/<campaign>/<timestamp>/` with results.json, .hgrm files, logs,
 //! summary.md and SVG plots.
 
@@ -283,6 +287,14 @@ pub async fn run_cell<T: Target>(
         Some(r) => r.sample(),
         None => crate::procstat::sample(own_pid),
     };
+    // The peak RSS reported is the run's: whatever start-up and preload
+    // reached before is forgotten.
+    match running {
+        Some(r) => r.reset_peak_rss(),
+        None => {
+            crate::procstat::reset_peak_rss(own_pid);
+        }
+    }
     let before = sample();
     let m_before = scrape(&metrics_addrs);
     let t0 = std::time::Instant::now();
@@ -304,6 +316,8 @@ pub async fn run_cell<T: Target>(
         disk_write_bytes: after.write_bytes.saturating_sub(before.write_bytes),
         db_size_bytes,
         data_dir_bytes: running.map_or(0, |r| r.data_dir_bytes()),
+        engine_heap_bytes: None,
+        engine_mapped_bytes: None,
     });
     if let (Some(b), Some(a)) = (m_before, m_after) {
         rep.crosscheck = Some(CrossCheck {
@@ -312,6 +326,64 @@ pub async fn run_cell<T: Target>(
         });
     }
     Ok((rep, outcome))
+}
+
+/// Starts `sys` fresh (new data dir; an `endpoints` system is only
+/// connected to), runs one repetition of `cell` on it, writes its .hgrm
+/// files and stops it, keeping its log unless empty.
+#[allow(clippy::too_many_arguments)]
+async fn run_on_fresh_instance(
+    sys: &SystemSpec,
+    cell: &Cell,
+    rep: usize,
+    sys_data: &Path,
+    logs: &Path,
+    tag: &str,
+    dir: &Path,
+    args: &CampaignArgs,
+) -> anyhow::Result<Repetition> {
+    let progress = !args.no_progress;
+    let stem = format!("{}-{}-rep{rep}", sys.name, safe_name(&cell.id));
+    let (wl, load) = (&cell.workload, &cell.load);
+    match sys.kind {
+        SystemKind::Embedded => {
+            crate::embedded::settle_heap().await;
+            let e = EmbeddedTarget::open(sys_data)?;
+            let (mut r, outcome) =
+                run_cell(&e, None, Some(&e), wl, load, true, progress, rep).await?;
+            write_hgrms(dir, &stem, &outcome, &mut r)?;
+            // The load generator's state is gone once its outcome is: what
+            // the heap holds above its level before the store opened is
+            // the engine's (deferred frees settled both times).
+            drop(outcome);
+            crate::embedded::settle_heap().await;
+            let m = e.engine_memory();
+            if let (Some(m), Some(s)) = (m, r.server.as_mut()) {
+                s.engine_heap_bytes = Some(m.heap_bytes);
+                s.engine_mapped_bytes = Some(m.mapped_bytes);
+            }
+            Ok(r)
+        }
+        SystemKind::Process => {
+            let mut running = Running::start(sys, sys_data, logs, tag).await?;
+            let result = async {
+                let t = GrpcTarget::connect(&running.endpoints(), load.conns).await?;
+                run_cell(&t, Some(&running), None, wl, load, true, progress, rep).await
+            }
+            .await;
+            running.stop();
+            running.remove_empty_logs();
+            let (mut r, outcome) = result?;
+            write_hgrms(dir, &stem, &outcome, &mut r)?;
+            Ok(r)
+        }
+        SystemKind::Endpoints => {
+            let t = GrpcTarget::connect(&sys.endpoints, load.conns).await?;
+            let (mut r, outcome) = run_cell(&t, None, None, wl, load, true, progress, rep).await?;
+            write_hgrms(dir, &stem, &outcome, &mut r)?;
+            Ok(r)
+        }
+    }
 }
 
 /// Runs the whole campaign; returns the results directory.
@@ -354,10 +426,15 @@ pub async fn main(args: CampaignArgs) -> anyhow::Result<PathBuf> {
             baseline: s.baseline.clone().or_else(|| spec.baseline.clone()),
         })
         .collect();
+    // Cells in spec order; `slot` (workload entry, load) orders the runs.
     let mut cells: Vec<Cell> = Vec::new();
+    let mut slots: Vec<(usize, usize)> = Vec::new();
     for sys in &spec.systems {
-        for e in entries.iter().filter(|e| e.runs_on(&sys.name)) {
-            for load in e.loads(&spec) {
+        for (ei, e) in entries.iter().enumerate() {
+            if !e.runs_on(&sys.name) {
+                continue;
+            }
+            for (li, load) in e.loads(&spec).into_iter().enumerate() {
                 cells.push(Cell {
                     id: cell_id(&e.workload, &load),
                     system: sys.name.clone(),
@@ -365,98 +442,49 @@ pub async fn main(args: CampaignArgs) -> anyhow::Result<PathBuf> {
                     load,
                     repetitions: vec![],
                 });
+                slots.push((ei, li));
             }
         }
     }
+    let mut order: Vec<(usize, usize)> = slots.clone();
+    order.sort_unstable();
+    order.dedup();
     let logs = dir.join("logs");
+    let runs_total = cells.len() * spec.repetitions;
+    let mut runs_done = 0;
+    // Each repetition walks the cells in spec order and runs each on every
+    // system back to back, so a cell's systems are measured close together
+    // in time; every run gets an instance of its own.
+    let n_sys = spec.systems.len();
     for rep in 0..spec.repetitions {
-        for sys in &spec.systems {
-            let tag = format!("rep{rep}");
-            let sys_data = data_root.join(format!("{}-{tag}", sys.name));
-            eprintln!(
-                "[rep {}/{}] {}: starting",
-                rep + 1,
-                spec.repetitions,
-                sys.name
-            );
-            let mut running = None;
-            let mut embedded = None;
-            let mut grpc = None;
-            match sys.kind {
-                SystemKind::Process => {
-                    let r = Running::start(sys, &sys_data, &logs, &tag).await?;
-                    running = Some(r);
-                }
-                SystemKind::Endpoints => {}
-                SystemKind::Embedded => embedded = Some(EmbeddedTarget::open(&sys_data)?),
-            }
-            let endpoints = running
-                .as_ref()
-                .map_or(sys.endpoints.clone(), |r| r.endpoints());
-            let mut preloaded = HashSet::new();
-            for cell in cells.iter_mut().filter(|c| c.system == sys.name) {
-                let shape = (
-                    cell.workload.key_size,
-                    cell.workload.val_size,
-                    cell.workload.key_space_size,
-                );
-                let preload = cell.workload.kind.needs_preload() && preloaded.insert(shape);
+        for (k, slot) in order.iter().enumerate() {
+            // The system order rotates from cell to cell and repetition to
+            // repetition, so no system always runs first or always follows
+            // the same one.
+            let first = (rep + k) % n_sys;
+            for sys in spec.systems[first..].iter().chain(&spec.systems[..first]) {
+                let Some(ci) =
+                    (0..cells.len()).find(|&i| slots[i] == *slot && cells[i].system == sys.name)
+                else {
+                    continue;
+                };
+                runs_done += 1;
                 eprintln!(
-                    "[rep {}/{}] {} {}",
+                    "[rep {}/{}, run {runs_done}/{runs_total}] {} {}",
                     rep + 1,
                     spec.repetitions,
                     sys.name,
-                    cell.id
+                    cells[ci].id
                 );
-                let (mut r, outcome) = match &embedded {
-                    Some(e) => {
-                        run_cell(
-                            e,
-                            None,
-                            Some(e),
-                            &cell.workload,
-                            &cell.load,
-                            preload,
-                            !args.no_progress,
-                            rep,
-                        )
-                        .await?
-                    }
-                    None => {
-                        if grpc
-                            .as_ref()
-                            .is_none_or(|(c, _): &(usize, GrpcTarget)| *c != cell.load.conns)
-                        {
-                            grpc = Some((
-                                cell.load.conns,
-                                GrpcTarget::connect(&endpoints, cell.load.conns).await?,
-                            ));
-                        }
-                        let t = &grpc.as_ref().expect("set above").1;
-                        run_cell(
-                            t,
-                            running.as_ref(),
-                            None,
-                            &cell.workload,
-                            &cell.load,
-                            preload,
-                            !args.no_progress,
-                            rep,
-                        )
-                        .await?
-                    }
-                };
-                let stem = format!("{}-{}-rep{rep}", sys.name, safe_name(&cell.id));
-                write_hgrms(&dir, &stem, &outcome, &mut r)?;
+                let cell = &mut cells[ci];
+                let sys_data = data_root.join(format!("{}-rep{rep}-cell{ci}", sys.name));
+                let tag = format!("rep{rep}-{}", safe_name(&cell.id));
+                let r = run_on_fresh_instance(sys, cell, rep, &sys_data, &logs, &tag, &dir, &args)
+                    .await?;
                 cell.repetitions.push(r);
-            }
-            drop(grpc);
-            if let Some(mut r) = running {
-                r.stop();
-            }
-            drop(embedded);
-            if !args.keep_data {
-                let _ = std::fs::remove_dir_all(&sys_data);
+                if !args.keep_data {
+                    let _ = std::fs::remove_dir_all(&sys_data);
+                }
             }
         }
     }

@@ -6,7 +6,7 @@
 
 use crate::target::{Client, EventSink, Op, OpError, Target, WatchGuard};
 use engine::mvcc::{self, Store, StoreOptions};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 const LEASE_TTL_S: i64 = 60;
@@ -14,21 +14,87 @@ const LEASE_TTL_S: i64 = 60;
 #[derive(Clone)]
 pub struct EmbeddedTarget {
     pub store: Arc<Store>,
+    dir: PathBuf,
+    /// Live heap bytes of the process just before the store was opened
+    /// (None without the counting allocator).
+    heap_before_open: Option<i64>,
+}
+
+/// What the engine holds in memory, measured from outside it.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct EngineMemory {
+    /// Live heap bytes above the process's live heap before the store was
+    /// opened (index, write buffer, value cache, watchers, threads' state).
+    pub heap_bytes: u64,
+    /// Resident pages of the store's files mapped into the process (the
+    /// B+tree's read mmap).
+    pub mapped_bytes: u64,
 }
 
 impl EmbeddedTarget {
     /// Opens (or creates) a store in `dir` with the default options.
     pub fn open(dir: &Path) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;
+        let heap_before_open = crate::alloc::live_heap_bytes();
         let store = Store::open(dir.join("db"), StoreOptions::default())
             .map_err(|e| anyhow::anyhow!("opening store in {}: {e}", dir.display()))?;
         Ok(Self {
             store: Arc::new(store),
+            dir: dir.to_path_buf(),
+            heap_before_open,
+        })
+    }
+
+    /// The engine's memory now. Meant for the end of a run, once the load
+    /// generator's clients and histograms are gone, so the heap growth since
+    /// the store was opened is the engine's; call `settle_heap` before this
+    /// and before `open`. None without the counting allocator
+    /// (`crate::alloc`).
+    pub fn engine_memory(&self) -> Option<EngineMemory> {
+        let before = self.heap_before_open?;
+        let now = crate::alloc::live_heap_bytes()?;
+        Some(EngineMemory {
+            heap_bytes: (now - before).max(0) as u64,
+            mapped_bytes: crate::procstat::mapped_rss_bytes_under(&self.dir),
         })
     }
 
     pub fn db_size_bytes(&self) -> u64 {
         self.store.status().map_or(0, |s| s.db_size_bytes)
+    }
+}
+
+/// Lets deferred frees happen before the heap is read: the revision index is
+/// a crossbeam skiplist, whose removed entries are freed only once every
+/// thread has moved past their epoch, from garbage bags kept per thread.
+/// Pins and flushes on this thread and, through spawned tasks, on the
+/// runtime's workers, until the live heap stops shrinking.
+pub async fn settle_heap() {
+    let flush = || {
+        for _ in 0..256 {
+            crossbeam_epoch::pin().flush();
+        }
+    };
+    let mut last = crate::alloc::live_heap_bytes();
+    for _ in 0..8 {
+        flush();
+        let tasks: Vec<_> = (0..16)
+            .map(|_| {
+                tokio::spawn(async move {
+                    flush();
+                    tokio::task::yield_now().await;
+                    flush();
+                })
+            })
+            .collect();
+        for t in tasks {
+            let _ = t.await;
+        }
+        let now = crate::alloc::live_heap_bytes();
+        if now >= last {
+            break;
+        }
+        last = now;
     }
 }
 

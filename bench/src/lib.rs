@@ -9,6 +9,7 @@
 //! systems under test), `procstat` (their CPU, RSS, disk writes), `metrics`
 //! (their Prometheus counters), and one file per subcommand.
 
+pub mod alloc;
 pub mod callgrind;
 pub mod campaign;
 pub mod driver;

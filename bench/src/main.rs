@@ -3,7 +3,8 @@
 use clap::{Parser, Subcommand};
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: bench::alloc::CountingAlloc<mimalloc::MiMalloc> =
+    bench::alloc::CountingAlloc(mimalloc::MiMalloc);
 
 #[derive(Parser)]
 #[command(
@@ -29,13 +30,17 @@ enum Command {
     Gate(bench::gate::GateArgs),
     /// CPU flamegraph (SVG) of a workload, sampled in-process.
     Profile(bench::profile::ProfileArgs),
-    /// One in-process micro-workload (what the callgrind gate measures).
-    #[command(hide = true)]
-    Micro { name: String },
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if matches!(
+        cli.command,
+        Command::Run(_) | Command::Campaign(_) | Command::Profile(_)
+    ) {
+        // The embedded target reports the engine's heap (bench::alloc).
+        bench::alloc::enable();
+    }
     let runtime = || {
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -50,6 +55,5 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(code);
         }
         Command::Profile(args) => runtime()?.block_on(bench::profile::main(args)),
-        Command::Micro { name } => bench::callgrind::run_micro(&name),
     }
 }

@@ -70,19 +70,42 @@ pub struct OpResult {
     pub hgrm: String,
 }
 
-/// Resource use of the system under test during one repetition, summed
-/// over its nodes (peak RSS: the largest node).
+/// Resource use of the system under test in one repetition of a cell. Every
+/// cell runs on an instance started for it alone (fresh data dir), so each
+/// figure belongs to that cell: nothing is left from other cells.
+///
+/// For `process` systems the figures are the nodes' own. For `embedded`
+/// the engine shares the ferrobench process with the load generator, so
+/// `cpu_s` and `peak_rss_bytes` are that process's (engine and load
+/// generator together), and `engine_heap_bytes` / `engine_mapped_bytes`
+/// are what the engine alone holds.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ServerStats {
+    /// CPU seconds (user + system) over the run (warm-up and measured
+    /// window), summed over nodes.
     pub cpu_s: f64,
+    /// The largest resident set during the run (warm-up and measured
+    /// window; VmHWM reset when the run starts, after any preload), of the
+    /// largest node.
     pub peak_rss_bytes: u64,
-    /// Bytes the processes caused to be written to storage (/proc/pid/io
-    /// write_bytes), summed over nodes.
+    /// Bytes the processes caused to be written to storage during the run
+    /// (/proc/pid/io write_bytes), summed over nodes.
     pub disk_write_bytes: u64,
-    /// Backend DB size reported by Maintenance.Status (first node).
+    /// Backend DB size after the run (Maintenance.Status of the first node;
+    /// embedded: the store's status): the cell's preload and writes only.
     pub db_size_bytes: u64,
-    /// Bytes of all files in the data dirs, summed over nodes.
+    /// Bytes of all files in the data dirs after the run, summed over nodes.
     pub data_dir_bytes: u64,
+    /// Embedded only: live heap bytes the engine holds after the run (the
+    /// process's live heap, counted by ferrobench's allocator, less what it
+    /// was before the store was opened; the load generator's clients are
+    /// gone by then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_heap_bytes: Option<u64>,
+    /// Embedded only: resident pages of the store's mmap-ed files after the
+    /// run (/proc/self/smaps).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_mapped_bytes: Option<u64>,
 }
 
 /// The server's own counters over the run (Prometheus `/metrics` deltas,

@@ -37,7 +37,12 @@ pub struct CellFigures {
     pub main_op: String,
     pub errors: u64,
     pub cpu_s: Vec<f64>,
+    /// Peak RSS of the largest node; for the embedded engine, the engine's
+    /// memory (live heap + resident mmap pages) after the run.
     pub rss_mb: Vec<f64>,
+    pub db_mb: Vec<f64>,
+    /// The memory figure is the embedded engine's, not a process peak.
+    pub engine_memory: bool,
 }
 
 pub fn figures(cell: &Cell) -> CellFigures {
@@ -49,6 +54,8 @@ pub fn figures(cell: &Cell) -> CellFigures {
         errors: 0,
         cpu_s: vec![],
         rss_mb: vec![],
+        db_mb: vec![],
+        engine_memory: false,
     };
     for rep in &cell.repetitions {
         f.throughput.push(rep_rate(rep));
@@ -60,7 +67,15 @@ pub fn figures(cell: &Cell) -> CellFigures {
         f.errors += rep.errors_total();
         if let Some(s) = &rep.server {
             f.cpu_s.push(s.cpu_s);
-            f.rss_mb.push(s.peak_rss_bytes as f64 / 1e6);
+            match s.engine_heap_bytes {
+                Some(heap) => {
+                    f.engine_memory = true;
+                    let mapped = s.engine_mapped_bytes.unwrap_or(0);
+                    f.rss_mb.push((heap + mapped) as f64 / 1e6);
+                }
+                None => f.rss_mb.push(s.peak_rss_bytes as f64 / 1e6),
+            }
+            f.db_mb.push(s.db_size_bytes as f64 / 1e6);
         }
     }
     f
@@ -196,15 +211,23 @@ pub fn markdown(results: &Results) -> String {
         "\nRates are ops/s (events/s for watch) in the measured window, median over \
          repetitions; spread = (max − min) / median. Latencies are the medians over \
          repetitions of each repetition's percentile for the main operation. Ratio = \
-         median rate ÷ the baseline system's median rate in the same cell (> 1 is faster).\n"
+         median rate ÷ the baseline system's median rate in the same cell (> 1 is faster). \
+         Every repetition of every cell ran on an instance started for it alone (fresh data \
+         dir), so server CPU (over the run, summed over nodes), peak RSS (during the run, \
+         largest node) and DB size (after the run: the cell's preload and writes) belong to \
+         that cell. `embedded` shares ferrobench's process with the load generator: its CPU s \
+         (¹) is that whole process's, and its memory (²) is not a process peak but what the \
+         engine holds after the run: live heap above the level before its store was opened \
+         (counted by ferrobench's allocator, load generator gone) plus resident pages of its \
+         mmap-ed DB; the process peak RSS, load generator included, is in results.json.\n"
     );
     let _ = writeln!(
         out,
-        "| cell | system | reps | rate (median) | spread | ratio | p50 | p99 | p50 ratio | errors | server CPU s | peak RSS MB |"
+        "| cell | system | reps | rate (median) | spread | ratio | p50 | p99 | p50 ratio | errors | server CPU s | peak RSS MB | DB MB |"
     );
     let _ = writeln!(
         out,
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for cell in &results.cells {
         let f = figures(cell);
@@ -218,9 +241,12 @@ pub fn markdown(results: &Results) -> String {
             }
             None => ("–".into(), "–".into()),
         };
+        let embedded = results
+            .system(&cell.system)
+            .is_some_and(|s| s.kind == "embedded");
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {:.0} | {:.1}% | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {:.0} | {:.1}% | {} | {} | {} | {} | {} | {} | {} | {} |",
             cell.id,
             cell.system,
             cell.repetitions.len(),
@@ -234,12 +260,25 @@ pub fn markdown(results: &Results) -> String {
             if f.cpu_s.is_empty() {
                 "–".into()
             } else {
-                format!("{:.1}", median(&f.cpu_s))
+                format!(
+                    "{:.1}{}",
+                    median(&f.cpu_s),
+                    if embedded { " ¹" } else { "" }
+                )
             },
             if f.rss_mb.is_empty() {
                 "–".into()
             } else {
-                format!("{:.0}", median(&f.rss_mb))
+                format!(
+                    "{:.0}{}",
+                    median(&f.rss_mb),
+                    if f.engine_memory { " ²" } else { "" }
+                )
+            },
+            if f.db_mb.is_empty() {
+                "–".into()
+            } else {
+                format!("{:.1}", median(&f.db_mb))
             },
         );
     }

@@ -160,6 +160,8 @@ impl Node {
 /// A running multi-node system; stopped (SIGKILL at the latest) on drop.
 pub struct Running {
     pub nodes: Vec<Node>,
+    /// Nodes `stop` has reaped (kept for their log paths).
+    stopped: Vec<Node>,
 }
 
 fn fill(template: &str, vars: &[(&str, String)]) -> String {
@@ -210,7 +212,10 @@ impl Running {
             .map(|i| format!("{}={}", names[i], peer_url(i)))
             .collect::<Vec<_>>()
             .join(",");
-        let mut running = Running { nodes: Vec::new() };
+        let mut running = Running {
+            nodes: Vec::new(),
+            stopped: Vec::new(),
+        };
         for (i, name) in names.iter().enumerate() {
             let data_dir = data_root.join(name);
             std::fs::create_dir_all(data_root)?;
@@ -316,15 +321,23 @@ impl Running {
             .sum()
     }
 
-    /// SIGTERM, then SIGKILL after the grace period.
-    pub fn stop(&mut self) {
+    /// Resets every node's peak RSS to its current RSS (see
+    /// `procstat::reset_peak_rss`).
+    pub fn reset_peak_rss(&self) {
         for n in &self.nodes {
+            procstat::reset_peak_rss(n.child.id());
+        }
+    }
+
+    /// Stops the nodes one at a time: SIGTERM, then SIGKILL after the grace
+    /// period. One at a time because an etcd member stopped together with
+    /// its peers spends seconds trying to hand its leadership over to them.
+    pub fn stop(&mut self) {
+        for n in &mut self.nodes {
             // SAFETY: kill has no memory-safety preconditions; the pid is our
             // child's, not yet reaped.
             unsafe { libc::kill(n.child.id() as i32, libc::SIGTERM) };
-        }
-        let deadline = Instant::now() + STOP_GRACE;
-        for n in &mut self.nodes {
+            let deadline = Instant::now() + STOP_GRACE;
             loop {
                 match n.child.try_wait() {
                     Ok(Some(_)) | Err(_) => break,
@@ -333,11 +346,20 @@ impl Running {
                         let _ = n.child.wait();
                         break;
                     }
-                    Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                    Ok(None) => std::thread::sleep(Duration::from_millis(5)),
                 }
             }
         }
-        self.nodes.clear();
+        self.stopped = std::mem::take(&mut self.nodes);
+    }
+
+    /// Removes the logs of stopped nodes that wrote nothing.
+    pub fn remove_empty_logs(&self) {
+        for n in &self.stopped {
+            if std::fs::metadata(&n.log).is_ok_and(|m| m.len() == 0) {
+                let _ = std::fs::remove_file(&n.log);
+            }
+        }
     }
 }
 
