@@ -28,7 +28,8 @@ pub struct RunOutcome {
     pub wall_s: f64,
     /// Successful operations per second in the measured window, all types.
     pub throughput: f64,
-    /// Watch runs: events received per second in the measured window.
+    /// Watch runs: events of measured puts received per second, over the
+    /// measured window or until the last of them arrived, if later.
     pub events_per_s: Option<f64>,
 }
 
@@ -382,6 +383,8 @@ pub async fn run<T: Target>(
     let events = Arc::new(Mutex::new(OpRecorder::default()));
     let events_seen = Arc::new(AtomicU64::new(0));
     let warmup_end_ns = Arc::new(AtomicU64::new(u64::MAX));
+    // Arrival of the latest event of a measured put, ns after `epoch`.
+    let last_event_ns = Arc::new(AtomicU64::new(0));
     let mut guards = Vec::new();
     if wl.kind == WorkloadKind::Watch {
         let per_stream = wl.watchers.div_ceil(wl.watch_streams);
@@ -393,11 +396,17 @@ pub async fn run<T: Target>(
             }
             left -= n;
             let (events, seen, warm) = (events.clone(), events_seen.clone(), warmup_end_ns.clone());
+            let last_arrival = last_event_ns.clone();
             let sink = Box::new(move |value: &[u8], arrived: Instant| {
-                let stamp = u64::from_le_bytes(value[..8].try_into().expect("8 bytes"));
+                // Only the workload's own puts carry a send time.
+                let Some(stamp) = value.get(..8) else {
+                    return;
+                };
+                let stamp = u64::from_le_bytes(stamp.try_into().expect("8 bytes"));
                 let arrived_ns = arrived.duration_since(epoch).as_nanos() as u64;
                 seen.fetch_add(1, Ordering::Relaxed);
                 if stamp >= warm.load(Ordering::Relaxed) {
+                    last_arrival.fetch_max(arrived_ns, Ordering::Relaxed);
                     let mut g = events.lock().expect("not poisoned");
                     g.latency_ns
                         .saturating_record(arrived_ns.saturating_sub(stamp));
@@ -463,10 +472,18 @@ pub async fn run<T: Target>(
         if rec.ok_all < expected {
             rec.errors.insert("Missing".into(), expected - rec.ok_all);
         }
-        // Events whose put was measured, per second of the measured window.
+        // Events of measured puts per second, from the end of warm-up to
+        // the arrival of the last of them: a watch path that falls behind
+        // the puts is charged for the time it takes to deliver them.
         let measured_events = rec.latency_ns.len() as f64;
-        events_per_s = Some(if measured_s > 0.0 {
-            measured_events / measured_s
+        let warmup_end = warmup_end_ns.load(Ordering::Relaxed);
+        let delivered_s = last_event_ns
+            .load(Ordering::Relaxed)
+            .saturating_sub(warmup_end) as f64
+            / 1e9;
+        let window_s = measured_s.max(delivered_s);
+        events_per_s = Some(if window_s > 0.0 {
+            measured_events / window_s
         } else {
             0.0
         });

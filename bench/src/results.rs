@@ -124,6 +124,9 @@ pub struct Repetition {
     pub throughput_ops_s: f64,
     pub measured_s: f64,
     pub wall_s: f64,
+    /// Watch runs: events of measured puts received per second, over the
+    /// measured window or until the last of them arrived, if later (a watch
+    /// path that lags the puts is charged for the delay).
     #[serde(default)]
     pub events_per_s: Option<f64>,
     pub ops: BTreeMap<String, OpResult>,
