@@ -91,6 +91,9 @@ fn fmt_us(us: f64) -> String {
         "–".into()
     } else if us >= 10_000.0 {
         format!("{:.1} ms", us / 1000.0)
+    } else if us < 10.0 {
+        // The embedded engine answers in under a microsecond.
+        format!("{us:.1} µs")
     } else {
         format!("{us:.0} µs")
     }
