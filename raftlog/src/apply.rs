@@ -5,9 +5,16 @@
 //! every `snapshot_interval_entries` (or when a follower needs a newer one).
 //! Running apart from the raft loop keeps a slow apply (a large transaction,
 //! a B+tree commit) from delaying heartbeats and appends.
+//!
+//! A small batch that finds the worker idle is applied by the raft loop
+//! itself ([`ApplyQueue::try_inline`]): waking the worker thread costs more
+//! than applying a few entries, and a lone client waits for exactly that.
+//! The worker sits behind a mutex, and the raft loop applies inline only
+//! when no task is queued or running, so entries are still applied once
+//! each, in log order. Snapshots and installs always run on the worker.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -25,6 +32,111 @@ pub(crate) enum ApplyTask {
     Apply(Vec<Committed>),
     Install(Snapshot),
     SnapshotNow,
+    /// The periodic snapshot came due while the raft loop applied inline.
+    Periodic,
+}
+
+/// Entries applied before their answers are released (bounds how long the
+/// first answer of a large batch waits for the rest).
+const ANSWER_RUN_MAX: usize = 256;
+
+/// Entries in a batch the raft loop may apply itself.
+pub(crate) const INLINE_ENTRIES_MAX: usize = 32;
+/// Command bytes in a batch the raft loop may apply itself.
+pub(crate) const INLINE_BYTES_MAX: usize = 64 << 10;
+
+/// The apply worker as the raft loop sees it, whatever its state machine.
+pub(crate) trait Apply: Send {
+    fn run_task(&mut self, task: ApplyTask) -> Result<(), Error>;
+    /// Applies `entries` and answers their proposers; true when the
+    /// periodic snapshot is due (take it on the worker, not inline).
+    fn apply_entries(&mut self, entries: &[Committed]) -> Result<bool, Error>;
+    fn report(&self, r: Report);
+}
+
+/// The raft loop's side of the apply worker: a bounded task queue, and
+/// the worker itself for small batches applied inline.
+pub(crate) struct ApplyQueue {
+    tasks: Sender<ApplyTask>,
+    /// Tasks sent and not yet finished by the worker thread.
+    queued: Arc<AtomicUsize>,
+    worker: Arc<Mutex<Box<dyn Apply>>>,
+}
+
+impl ApplyQueue {
+    /// Starts the worker thread.
+    pub fn start(
+        worker: Box<dyn Apply>,
+        id: u64,
+        queue_max: usize,
+    ) -> std::io::Result<(ApplyQueue, std::thread::JoinHandle<()>)> {
+        let (tx, rx) = crossbeam_channel::bounded(queue_max);
+        let queued = Arc::new(AtomicUsize::new(0));
+        let worker = Arc::new(Mutex::new(worker));
+        let (w, q) = (Arc::clone(&worker), Arc::clone(&queued));
+        let thread = std::thread::Builder::new()
+            .name(format!("raft-apply-{id:x}"))
+            .spawn(move || run(w, q, rx, id))?;
+        Ok((
+            ApplyQueue {
+                tasks: tx,
+                queued,
+                worker,
+            },
+            thread,
+        ))
+    }
+
+    /// Queues a task for the worker thread (blocks while the queue is full).
+    pub fn send(&self, task: ApplyTask) -> Result<(), Error> {
+        self.queued.fetch_add(1, Ordering::SeqCst);
+        self.tasks.send(task).map_err(|_| {
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+            Error::Stopped
+        })
+    }
+
+    /// Applies a small batch on the calling thread when the worker is idle
+    /// (nothing queued or running, so log order holds); otherwise hands the
+    /// entries back.
+    pub fn try_inline(&self, entries: Vec<Committed>) -> Result<Option<Vec<Committed>>, Error> {
+        let bytes: usize = entries
+            .iter()
+            .map(|e| match &e.payload {
+                Payload::Command(d) => d.len(),
+                _ => 0,
+            })
+            .sum();
+        if entries.len() > INLINE_ENTRIES_MAX
+            || bytes > INLINE_BYTES_MAX
+            || self.queued.load(Ordering::SeqCst) != 0
+        {
+            return Ok(Some(entries));
+        }
+        // An error stops the raft loop (the caller's `?`), as the worker's
+        // report of one would.
+        if self.worker.lock().apply_entries(&entries)? {
+            self.send(ApplyTask::Periodic)?;
+        }
+        Ok(None)
+    }
+}
+
+fn run(
+    worker: Arc<Mutex<Box<dyn Apply>>>,
+    queued: Arc<AtomicUsize>,
+    tasks: Receiver<ApplyTask>,
+    id: u64,
+) {
+    for task in tasks {
+        let result = worker.lock().run_task(task);
+        queued.fetch_sub(1, Ordering::SeqCst);
+        if let Err(e) = result {
+            tracing::error!(id = format!("{id:x}"), "apply worker stops: {e}");
+            worker.lock().report(Report::Failed(e.to_string()));
+            return;
+        }
+    }
 }
 
 /// What the apply worker reports to the raft loop.
@@ -34,6 +146,10 @@ pub(crate) enum Report {
     Failed(String),
 }
 
+/// Where the apply worker's reports go: straight into the raft loop's
+/// completion stream (no thread of its own in between).
+pub(crate) type ReportTo = Arc<dyn Fn(Report) + Send + Sync>;
+
 /// Proposals of this node waiting for their entry to be applied.
 pub(crate) type Waiters = Mutex<HashMap<ProposalId, Resolver<Bytes>>>;
 
@@ -42,7 +158,7 @@ pub(crate) struct ApplyWorker<S: StateMachine> {
     pub sm: S,
     pub snaps: SnapDir,
     pub waiters: Arc<Waiters>,
-    pub reports: Sender<Report>,
+    pub reports: ReportTo,
     pub snapshot_interval: u64,
     /// Index of the latest snapshot, with or without a file.
     pub last_snapshot: u64,
@@ -55,27 +171,35 @@ pub(crate) struct ApplyWorker<S: StateMachine> {
     pub writing: Arc<AtomicBool>,
 }
 
-impl<S: StateMachine> ApplyWorker<S> {
-    pub fn run(mut self, tasks: Receiver<ApplyTask>) {
-        for task in tasks {
-            let result = match task {
-                ApplyTask::Apply(entries) => self.apply(entries),
-                ApplyTask::Install(snap) => self.install(&snap),
-                ApplyTask::SnapshotNow => self.snapshot(),
-            };
-            if let Err(e) = result {
-                tracing::error!(id = format!("{:x}", self.id), "apply worker stops: {e}");
-                let _ = self.reports.send(Report::Failed(e.to_string()));
-                return;
+impl<S: StateMachine> Apply for ApplyWorker<S> {
+    fn run_task(&mut self, task: ApplyTask) -> Result<(), Error> {
+        match task {
+            ApplyTask::Apply(entries) => {
+                if self.apply_entries(&entries)? {
+                    self.periodic_snapshot()?;
+                }
+                Ok(())
+            }
+            ApplyTask::Install(snap) => self.install(&snap),
+            ApplyTask::SnapshotNow => self.snapshot(),
+            ApplyTask::Periodic => {
+                if self.snapshot_due() {
+                    self.periodic_snapshot()?;
+                }
+                Ok(())
             }
         }
     }
 
-    fn apply(&mut self, entries: Vec<Committed>) -> Result<(), Error> {
+    fn apply_entries(&mut self, entries: &[Committed]) -> Result<bool, Error> {
         let Some(last) = entries.last().map(|e| e.index) else {
-            return Ok(());
+            return Ok(false);
         };
-        for e in &entries {
+        let mut answers = Vec::new();
+        for (i, e) in entries.iter().enumerate() {
+            if i > 0 && i % ANSWER_RUN_MAX == 0 {
+                self.answer(&mut answers);
+            }
             let replay = e.index <= self.sm.applied_index();
             let response = self
                 .sm
@@ -89,18 +213,41 @@ impl<S: StateMachine> ApplyWorker<S> {
                 continue;
             }
             if let Some(p) = e.proposal.filter(|p| p.node == self.id) {
-                if let Some(waiter) = self.waiters.lock().remove(&p) {
-                    waiter.resolve(Ok(response));
-                }
+                answers.push((p, response));
             }
         }
-        let _ = self
-            .reports
-            .send(Report::Applied(last.max(self.sm.applied_index())));
-        if self.sm.applied_index() >= self.last_snapshot + self.snapshot_interval {
-            self.periodic_snapshot()?;
+        self.answer(&mut answers);
+        (self.reports)(Report::Applied(last.max(self.sm.applied_index())));
+        Ok(self.snapshot_due())
+    }
+
+    fn report(&self, r: Report) {
+        (self.reports)(r)
+    }
+}
+
+impl<S: StateMachine> ApplyWorker<S> {
+    /// Releases the answers of the entries applied since the last call:
+    /// the state machine's first, then the proposers' results.
+    fn answer(&mut self, answers: &mut Vec<(ProposalId, Bytes)>) {
+        self.sm.end_of_batch();
+        if answers.is_empty() {
+            return;
         }
-        Ok(())
+        let ready: Vec<_> = {
+            let mut waiters = self.waiters.lock();
+            answers
+                .drain(..)
+                .filter_map(|(p, r)| waiters.remove(&p).map(|w| (w, r)))
+                .collect()
+        };
+        for (w, r) in ready {
+            w.resolve(Ok(r));
+        }
+    }
+
+    fn snapshot_due(&self) -> bool {
+        self.sm.applied_index() >= self.last_snapshot + self.snapshot_interval
     }
 
     /// Every `snapshot_interval` entries: a marker without a file when the
@@ -120,7 +267,7 @@ impl<S: StateMachine> ApplyWorker<S> {
         snap.set_metadata(snapshot_metadata(applied, self.term, self.conf.clone()));
         snap.data = Descriptor::LOCAL.encode();
         self.last_snapshot = applied;
-        let _ = self.reports.send(Report::SnapshotTaken(snap));
+        (self.reports)(Report::SnapshotTaken(snap));
         Ok(())
     }
 
@@ -135,7 +282,7 @@ impl<S: StateMachine> ApplyWorker<S> {
         self.term = meta.term;
         self.last_snapshot = meta.index;
         self.last_file_snapshot = meta.index;
-        let _ = self.reports.send(Report::Applied(meta.index));
+        (self.reports)(Report::Applied(meta.index));
         Ok(())
     }
 
@@ -161,7 +308,7 @@ impl<S: StateMachine> ApplyWorker<S> {
         self.last_file_snapshot = applied;
         let (snaps, reports, writing, id) = (
             self.snaps.clone(),
-            self.reports.clone(),
+            Arc::clone(&self.reports),
             Arc::clone(&self.writing),
             self.id,
         );
@@ -175,7 +322,7 @@ impl<S: StateMachine> ApplyWorker<S> {
                             index = applied,
                             "snapshot written"
                         );
-                        let _ = reports.send(Report::SnapshotTaken(snap));
+                        reports(Report::SnapshotTaken(snap));
                     }
                     // Not fatal: the log is kept until a later snapshot succeeds.
                     Err(e) => {

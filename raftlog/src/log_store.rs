@@ -75,30 +75,39 @@ impl WalStore {
         &self.wal
     }
 
-    /// Appends and waits until durable (bootstrap writes).
+    /// Appends and waits until durable. When no write is in progress the
+    /// calling thread performs the write and fdatasync itself
+    /// (`Wal::append_batch_wait`): no hand-off to the WAL's writer thread
+    /// and back, which is most of a lone write's latency besides the
+    /// fdatasync.
     pub fn append_sync(&self, records: &[LogRecord]) -> Result<()> {
-        let (tx, rx) = std::sync::mpsc::channel();
-        self.append(records, Box::new(move |r| drop(tx.send(r))))?;
-        rx.recv()
-            .map_err(|_| Error::Log("the WAL stopped".into()))?
+        with_refs(records, |refs| {
+            self.wal
+                .append_batch_wait(refs)
+                .map(|_| ())
+                .map_err(|e| Error::Log(e.to_string()))
+        })
     }
+}
+
+/// Encodes `records` and calls `f` with them as the WAL's record views.
+fn with_refs<T>(records: &[LogRecord], f: impl FnOnce(&[RecordRef<'_>]) -> T) -> T {
+    let payloads: Vec<Vec<u8>> = records.iter().map(LogRecord::to_bytes).collect();
+    let refs: Vec<RecordRef<'_>> = records
+        .iter()
+        .zip(&payloads)
+        .map(|(r, p)| RecordRef {
+            index: r.index(),
+            kind: r.kind(),
+            payload: p,
+        })
+        .collect();
+    f(&refs)
 }
 
 impl LogStore for WalStore {
     fn append(&self, records: &[LogRecord], done: PersistDone) -> Result<()> {
-        let payloads: Vec<Vec<u8>> = records.iter().map(LogRecord::to_bytes).collect();
-        let refs: Vec<RecordRef<'_>> = records
-            .iter()
-            .zip(&payloads)
-            .map(|(r, p)| RecordRef {
-                index: r.index(),
-                kind: r.kind(),
-                payload: p,
-            })
-            .collect();
-        let ticket = self
-            .wal
-            .append_batch(&refs)
+        let ticket = with_refs(records, |refs| self.wal.append_batch(refs))
             .map_err(|e| Error::Log(e.to_string()))?;
         ticket.on_durable(move |r| done(r.map(|_| ()).map_err(|e| Error::Log(e.to_string()))));
         Ok(())

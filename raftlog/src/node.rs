@@ -8,9 +8,21 @@
 //! The raft loop is etcd's node loop: wait for a tick, a message, a
 //! proposal or a completion; drain everything else that is ready (bounded);
 //! propose the whole batch as one raft message; then take work from the
-//! [`Core`] until it is idle: hand record batches to the WAL (group commit;
-//! the loop does not wait), send messages (a leader's before its own write
-//! is durable), pass committed entries to the apply worker.
+//! [`Core`] until it is idle: send messages (a leader's before its own
+//! write is durable), make record batches durable, pass committed entries
+//! to the apply worker.
+//!
+//! Making records durable has two ways. While an earlier batch is still in
+//! flight, the batch goes to the WAL's writer (group commit; the loop does
+//! not wait). When nothing is in flight — a lone client, or a follower
+//! between appends — the loop writes and fdatasyncs the batch itself: a
+//! hand-off to the writer thread and the completion back would each cost a
+//! thread wake-up, several times the fdatasync on a fast disk, and the
+//! loop would only wait for that completion anyway. Only when the loop is
+//! quiet, though (no proposal or message waiting): under load the writer
+//! keeps the next batch filling while one is in flight, and the loop must
+//! stay free to fill it. Small committed batches are applied inline under
+//! the same condition (see `apply`).
 //!
 //! Queues: proposals and events are bounded (callers get `Busy` or block).
 //! Completions from the WAL and the apply worker use an unbounded channel
@@ -32,7 +44,7 @@ use crossbeam_channel::{bounded, select, unbounded, Receiver, Sender, TrySendErr
 use parking_lot::Mutex;
 use raft::eraftpb::{ConfState, Message};
 
-use crate::apply::{ApplyTask, ApplyWorker, Report, Waiters};
+use crate::apply::{ApplyQueue, ApplyTask, ApplyWorker, Report, Waiters};
 use crate::cluster::{ClusterState, InitialCluster};
 use crate::config::Config;
 use crate::core::{Core, Status, Work};
@@ -67,6 +79,10 @@ pub struct NodeConfig {
     /// Emulated one-way network latency added by the transport (benchmarks
     /// only; zero in production).
     pub emulated_one_way_delay: Duration,
+    /// The raft loop writes a batch itself when no earlier batch is in
+    /// flight (see the module docs). Default on; off hands every batch to
+    /// the WAL's writer thread.
+    pub persist_inline_when_idle: bool,
 }
 
 impl NodeConfig {
@@ -90,6 +106,7 @@ impl NodeConfig {
             apply_queue_max: 1024,
             event_queue_max: 65536,
             emulated_one_way_delay: Duration::ZERO,
+            persist_inline_when_idle: true,
         }
     }
 }
@@ -218,8 +235,6 @@ impl Node {
         let (events_tx, events_rx) = bounded(cfg.event_queue_max);
         let (proposals_tx, proposals_rx) = bounded(cfg.raft.proposal_queue_max);
         let (completions_tx, completions_rx) = unbounded();
-        let (apply_tx, apply_rx) = bounded(cfg.apply_queue_max);
-        let (reports_tx, reports_rx) = unbounded::<Report>();
 
         let mut tcp = TcpConfig::new(
             id,
@@ -258,12 +273,15 @@ impl Node {
             command_bytes_max: cfg.raft.command_bytes_max,
         });
 
+        let reports_to = completions_tx.clone();
         let worker = ApplyWorker {
             id,
             sm,
             snaps: snaps.clone(),
             waiters: Arc::clone(&shared.waiters),
-            reports: reports_tx,
+            reports: Arc::new(move |r: Report| {
+                let _ = reports_to.send(Completion::Apply(r));
+            }),
             snapshot_interval: cfg.raft.snapshot_interval_entries,
             last_snapshot,
             last_file_snapshot,
@@ -272,25 +290,8 @@ impl Node {
             writing: Default::default(),
         };
         let mut threads = Vec::new();
-        threads.push(
-            std::thread::Builder::new()
-                .name(format!("raft-apply-{id:x}"))
-                .spawn(move || worker.run(apply_rx))?,
-        );
-        // Apply reports join the completion stream.
-        let forward = completions_tx.clone();
-        threads.push(
-            std::thread::Builder::new()
-                .name(format!("raft-report-{id:x}"))
-                .spawn(move || {
-                    for r in reports_rx {
-                        if forward.send(Completion::Apply(r)).is_err() {
-                            break;
-                        }
-                    }
-                })?,
-        );
-
+        let (apply, apply_thread) = ApplyQueue::start(Box::new(worker), id, cfg.apply_queue_max)?;
+        threads.push(apply_thread);
         let raft_loop = RaftLoop {
             core,
             tick_interval: cfg.raft.tick_interval,
@@ -303,7 +304,9 @@ impl Node {
             proposals: proposals_rx,
             completions: completions_rx,
             completions_tx,
-            apply_tx: Some(apply_tx),
+            persist_inline: cfg.persist_inline_when_idle,
+            persist_in_flight: 0,
+            apply: Some(apply),
             membership_waiters: HashMap::new(),
             read_waiters: HashMap::new(),
             next_read: 0,
@@ -471,7 +474,12 @@ struct RaftLoop {
     proposals: Receiver<ProposalReq>,
     completions: Receiver<Completion>,
     completions_tx: Sender<Completion>,
-    apply_tx: Option<Sender<ApplyTask>>,
+    /// Write batches inline when none is in flight.
+    persist_inline: bool,
+    /// Batches handed to the WAL's writer whose completion has not been
+    /// handled yet.
+    persist_in_flight: usize,
+    apply: Option<ApplyQueue>,
     membership_waiters: HashMap<ProposalId, Resolver<ConfState>>,
     read_waiters: HashMap<u64, Resolver<u64>>,
     next_read: u64,
@@ -555,7 +563,7 @@ impl RaftLoop {
         self.shared.waiters.lock().clear();
         self.membership_waiters.clear();
         self.read_waiters.clear();
-        self.apply_tx = None;
+        self.apply = None;
     }
 
     fn on_event(&mut self, e: Event) -> bool {
@@ -595,7 +603,10 @@ impl RaftLoop {
 
     fn on_completion(&mut self, c: Completion) {
         match c {
-            Completion::Persisted(seq) => self.core.on_persisted(seq),
+            Completion::Persisted(seq) => {
+                self.persist_in_flight -= 1;
+                self.core.on_persisted(seq)
+            }
             Completion::LogFailed(why) => self.fatal = Some(format!("raft log: {why}")),
             Completion::Apply(Report::Applied(index)) => self.core.on_applied(index),
             Completion::Apply(Report::SnapshotTaken(snap)) => {
@@ -644,21 +655,11 @@ impl RaftLoop {
     }
 
     fn dispatch(&mut self, work: Work) -> Result<()> {
-        // The write starts first; the leader's messages leave right after,
-        // without waiting for it.
-        for batch in work.persist {
-            let tx = self.completions_tx.clone();
-            let seq = batch.seq;
-            self.log.append(
-                &batch.records,
-                Box::new(move |r| {
-                    let _ = tx.send(match r {
-                        Ok(()) => Completion::Persisted(seq),
-                        Err(e) => Completion::LogFailed(e.to_string()),
-                    });
-                }),
-            )?;
-        }
+        // Nothing else waits for the loop: doing the I/O and the apply here
+        // delays nobody and saves the thread hand-offs.
+        let quiet = self.proposals.is_empty() && self.events.is_empty();
+        // The leader's messages leave first, so the followers' writes run
+        // while this node writes its own.
         let (snaps, msgs): (Vec<Message>, Vec<Message>) = work
             .messages
             .into_iter()
@@ -671,24 +672,27 @@ impl RaftLoop {
             let path = self.snaps.path_of(meta.index, meta.term);
             self.transport.send_snapshot(m, path);
         }
-        let apply = self.apply_tx.clone().ok_or(Error::Stopped)?;
+        for batch in work.persist {
+            self.persist(batch, quiet)?;
+        }
         if let Some(snap) = work.install_snapshot {
-            apply
-                .send(ApplyTask::Install(snap))
-                .map_err(|_| Error::Stopped)?;
+            self.apply()?.send(ApplyTask::Install(snap))?;
         }
         if !work.committed.is_empty() {
             for c in &work.committed {
                 self.on_committed_membership(c)?;
             }
-            apply
-                .send(ApplyTask::Apply(work.committed))
-                .map_err(|_| Error::Stopped)?;
+            let entries = if quiet {
+                self.apply()?.try_inline(work.committed)?
+            } else {
+                Some(work.committed)
+            };
+            if let Some(entries) = entries {
+                self.apply()?.send(ApplyTask::Apply(entries))?;
+            }
         }
         if work.snapshot_wanted {
-            apply
-                .send(ApplyTask::SnapshotNow)
-                .map_err(|_| Error::Stopped)?;
+            self.apply()?.send(ApplyTask::SnapshotNow)?;
         }
         for id in work.reads_ready {
             if let Some(w) = self.read_waiters.remove(&id) {
@@ -702,6 +706,35 @@ impl RaftLoop {
             self.log.release_to(index)?;
             self.snaps.retain_latest(2)?;
         }
+        Ok(())
+    }
+
+    fn apply(&self) -> Result<&ApplyQueue> {
+        self.apply.as_ref().ok_or(Error::Stopped)
+    }
+
+    /// Makes `batch` durable: here and now when the loop is `quiet` and no
+    /// earlier batch is in flight (its completion is then reported before
+    /// this returns, so completions stay in order), else through the WAL's
+    /// writer.
+    fn persist(&mut self, batch: crate::core::PersistBatch, quiet: bool) -> Result<()> {
+        if self.persist_inline && quiet && self.persist_in_flight == 0 {
+            self.log.append_sync(&batch.records)?;
+            self.core.on_persisted(batch.seq);
+            return Ok(());
+        }
+        let tx = self.completions_tx.clone();
+        let seq = batch.seq;
+        self.log.append(
+            &batch.records,
+            Box::new(move |r| {
+                let _ = tx.send(match r {
+                    Ok(()) => Completion::Persisted(seq),
+                    Err(e) => Completion::LogFailed(e.to_string()),
+                });
+            }),
+        )?;
+        self.persist_in_flight += 1;
         Ok(())
     }
 

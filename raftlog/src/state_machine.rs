@@ -175,6 +175,14 @@ pub trait StateMachine: Send + 'static {
     }
 
     fn restore_snapshot(&mut self, input: &mut dyn Read, index: u64, term: u64) -> io::Result<()>;
+
+    /// Called after a run of `apply` calls (a committed batch, or a bounded
+    /// part of one). A state machine that holds back the answers of the
+    /// entries it applied, to hand them out together, releases them now;
+    /// the proposers' results (`Node::propose`) are resolved right after.
+    /// Waking many waiters at once lets them share work downstream (one
+    /// network write per connection for many responses). Default: nothing.
+    fn end_of_batch(&mut self) {}
 }
 
 #[cfg(test)]

@@ -161,6 +161,24 @@ impl Waits {
         Metrics::global().proposals_pending.set(p.len() as i64);
     }
 
+    fn deliver_all(&self, answers: &mut Vec<Delivery>) {
+        if answers.is_empty() {
+            return;
+        }
+        let ready: Vec<_> = {
+            let mut p = self.pending.lock();
+            let ready = answers
+                .drain(..)
+                .filter_map(|d| p.remove(&d.request_id).map(|tx| (tx, d.answer)))
+                .collect();
+            Metrics::global().proposals_pending.set(p.len() as i64);
+            ready
+        };
+        for (tx, answer) in ready {
+            let _ = tx.send(answer);
+        }
+    }
+
     fn deliver(&self, d: Delivery) {
         let tx = {
             let mut p = self.pending.lock();
@@ -443,6 +461,11 @@ impl Applier {
 
     pub fn deliver(&self, d: Delivery) {
         self.waits.deliver(d);
+    }
+
+    /// Hands out (and empties) a run of answers, the waits' lock taken once.
+    pub fn deliver_all(&self, answers: &mut Vec<Delivery>) {
+        self.waits.deliver_all(answers);
     }
 
     fn fail(&self, e: &mvcc::Error) -> String {

@@ -43,6 +43,31 @@ impl BackendKind {
     }
 }
 
+/// How the raft log's WAL submits its writes and fdatasyncs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum WalIo {
+    /// io_uring (linked write + fsync) when a ring can be set up, else
+    /// portable.
+    Auto,
+    /// io_uring or refuse to start.
+    IoUring,
+    /// `pwritev` + `fdatasync` on the thread that writes (the raft loop
+    /// itself when it is idle, else the WAL's writer thread): no io-wq
+    /// worker wake-up for a lone write, but no write prepared while an
+    /// fdatasync is in flight.
+    Portable,
+}
+
+impl WalIo {
+    pub fn mode(self) -> engine::wal::IoMode {
+        match self {
+            WalIo::Portable => engine::wal::IoMode::Portable,
+            WalIo::Auto => engine::wal::IoMode::Auto,
+            WalIo::IoUring => engine::wal::IoMode::IoUring,
+        }
+    }
+}
+
 /// `--initial-cluster-state`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ClusterState {
@@ -213,6 +238,10 @@ pub struct Flags {
     /// --backend-batch-limit); 0 keeps the engine's default.
     #[arg(long, default_value_t = 0)]
     pub backend_batch_limit: u64,
+    /// How the raft log's WAL writes: auto (io_uring when available),
+    /// io-uring, or portable (pwritev + fdatasync). See results/server.md.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub wal_io: WalIo,
     /// Log level (debug, info, warn, error).
     #[arg(long, default_value = "info")]
     pub log_level: String,
@@ -249,6 +278,7 @@ pub struct Config {
     pub backend: BackendKind,
     pub backend_batch_interval: Option<Duration>,
     pub backend_batch_limit: Option<u64>,
+    pub wal_io: WalIo,
     pub log_level: String,
 }
 
@@ -365,6 +395,7 @@ impl Flags {
             backend_batch_interval: (self.backend_batch_interval > 0)
                 .then(|| Duration::from_millis(self.backend_batch_interval)),
             backend_batch_limit: (self.backend_batch_limit > 0).then_some(self.backend_batch_limit),
+            wal_io: self.wal_io,
             log_level: self.log_level,
         })
     }
@@ -438,6 +469,7 @@ mod tests {
             "http://localhost:2380"
         );
         assert_eq!(c.backend, BackendKind::Btree);
+        assert_eq!(c.wal_io, WalIo::Auto);
     }
 
     #[test]
@@ -460,6 +492,12 @@ mod tests {
         assert!(flags(&["--bogus"]).is_err());
         assert!(flags(&["--snapshot-count", "x"]).is_err());
         assert!(flags(&["--backend", "bolt"]).is_err());
+        let u = flags(&["--wal-io", "io-uring"])
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert_eq!(u.wal_io.mode(), engine::wal::IoMode::IoUring);
+        assert!(flags(&["--wal-io", "aio"]).is_err());
     }
 
     #[test]

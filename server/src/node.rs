@@ -200,13 +200,12 @@ impl Node {
         // at moderate load without shortening a round trip (measured).
         ncfg.wal.writer_spin = Duration::ZERO;
         ncfg.wal.waiter_spin = Duration::ZERO;
+        ncfg.wal.io = cfg.wal_io.mode();
         ncfg.cluster_state = match cfg.initial_cluster_state {
             ClusterState::New => RaftClusterState::New,
             ClusterState::Existing => RaftClusterState::Existing,
         };
-        let machine = Machine {
-            applier: applier.clone(),
-        };
+        let machine = Machine::new(applier.clone());
         let raft_node = raftlog::Node::open(ncfg, machine)?;
         let request_timeout = Duration::from_secs(5) + 2 * cfg.election_timeout;
         let raft = Arc::new(RaftLog::new(

@@ -28,7 +28,7 @@ use engine::mvcc::Store;
 use raftlog::state_machine::{ApplyError, SnapshotImage};
 use raftlog::{Committed, Payload, StateMachine};
 
-use crate::apply::Applier;
+use crate::apply::{Applier, Delivery};
 use crate::errors::EtcdError;
 use crate::replication::{
     BoxFut, MemberInfo, MembershipChange, Replication, ReplicationError, ReplicationStatus,
@@ -37,6 +37,19 @@ use crate::replication::{
 /// The MVCC store as raftlog's state machine.
 pub struct Machine {
     pub applier: Arc<Applier>,
+    /// Answers of the entries applied since the last `end_of_batch`: they
+    /// go out together, so the requests' tasks wake together and their
+    /// responses share a write per connection.
+    answers: Vec<Delivery>,
+}
+
+impl Machine {
+    pub fn new(applier: Arc<Applier>) -> Machine {
+        Machine {
+            applier,
+            answers: Vec::new(),
+        }
+    }
 }
 
 impl StateMachine for Machine {
@@ -45,7 +58,7 @@ impl StateMachine for Machine {
         match &e.payload {
             Payload::Command(data) => {
                 if let Some(d) = self.applier.apply(e.index, data)? {
-                    self.applier.deliver(d);
+                    self.answers.push(d);
                 }
             }
             Payload::Empty => self.applier.apply_empty(e.index)?,
@@ -57,6 +70,10 @@ impl StateMachine for Machine {
 
     fn applied_index(&self) -> u64 {
         self.applier.store().consistent_index()
+    }
+
+    fn end_of_batch(&mut self) {
+        self.applier.deliver_all(&mut self.answers);
     }
 
     fn snapshot(&mut self) -> io::Result<SnapshotImage> {

@@ -1,5 +1,15 @@
 //! Listeners: gRPC (etcd's services) and HTTP (/metrics, /health) on every
 //! client URL, HTTP alone on every metrics URL.
+//!
+//! Client connections are served by one single-threaded runtime per core
+//! (`GrpcThreads`), each connection wholly on one of them; the main
+//! runtime accepts and deals connections out in turn. On tokio's
+//! multi-threaded scheduler a response wakes its connection's task into
+//! the worker's LIFO slot, so the connection ran (and wrote) once per
+//! response: about one `writev` per request at 1000 clients over 100
+//! connections (measured). A single-threaded runtime queues the woken
+//! connection behind the other streams that became ready with it, so the
+//! responses of one applied batch leave in one write per connection.
 
 use std::sync::Arc;
 
@@ -9,6 +19,9 @@ use proto::etcdserverpb::lease_server::LeaseServer;
 use proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use proto::etcdserverpb::watch_server::WatchServer;
 use tokio::net::TcpListener;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio_stream::StreamExt;
 use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
 
@@ -81,6 +94,75 @@ async fn grpc_limit_status(mut res: axum::response::Response) -> axum::response:
     res
 }
 
+/// The single-threaded runtimes that serve client connections, one per
+/// core; each takes the connections dealt to it.
+struct GrpcThreads {
+    conns: Vec<UnboundedSender<std::net::TcpStream>>,
+    next: usize,
+}
+
+impl GrpcThreads {
+    fn start(node: &Arc<Node>, threads: usize) -> anyhow::Result<GrpcThreads> {
+        let mut conns = Vec::with_capacity(threads);
+        for i in 0..threads.max(1) {
+            let (tx, rx) = unbounded_channel::<std::net::TcpStream>();
+            let routes = routes(node);
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            std::thread::Builder::new()
+                .name(format!("grpc-{i}"))
+                .spawn(move || {
+                    let incoming = UnboundedReceiverStream::new(rx).map(|s| {
+                        s.set_nonblocking(true)
+                            .and_then(|_| tokio::net::TcpStream::from_std(s))
+                    });
+                    let served = rt.block_on(
+                        tonic::transport::Server::builder()
+                            .accept_http1(true)
+                            .add_routes(routes)
+                            .serve_with_incoming(incoming),
+                    );
+                    if let Err(e) = served {
+                        tracing::error!("gRPC thread {i} stopped: {e}");
+                    }
+                })?;
+            conns.push(tx);
+        }
+        Ok(GrpcThreads { conns, next: 0 })
+    }
+
+    /// Accepts connections on `listener` and deals them out in turn.
+    async fn accept(mut self, listener: TcpListener) -> anyhow::Result<()> {
+        loop {
+            let (stream, _) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of descriptors and the like: wait, then go on.
+                    tracing::warn!("accepting a client connection: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            // Nagle's algorithm would hold a response written behind
+            // another on the same connection until the client's delayed
+            // ACK (40 ms).
+            let stream = match stream.set_nodelay(true).and_then(|_| stream.into_std()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!("dropping a client connection: {e}");
+                    continue;
+                }
+            };
+            let i = self.next % self.conns.len();
+            self.next = self.next.wrapping_add(1);
+            if self.conns[i].send(stream).is_err() {
+                anyhow::bail!("gRPC thread {i} is gone");
+            }
+        }
+    }
+}
+
 /// Serves until the process is told to stop (SIGINT / SIGTERM). Client
 /// listeners open once the member has published itself through the log
 /// (a leader is known and the log is replayed), as etcd's do.
@@ -97,20 +179,16 @@ pub async fn serve(node: Arc<Node>) -> anyhow::Result<()> {
         "published; serving clients"
     );
     let mut tasks = Vec::new();
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     for url in &node.cfg.listen_client_urls {
         let addr = url.socket_addr().map_err(anyhow::Error::msg)?;
         let listener = TcpListener::bind(addr).await?;
         tracing::info!(%url, "serving client requests (gRPC, /metrics, /health)");
-        let routes = routes(&node);
-        // Nagle's algorithm would hold a response written behind another
-        // on the same connection until the client's delayed ACK (40 ms).
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let grpc = GrpcThreads::start(&node, threads)?;
         tasks.push(tokio::spawn(async move {
-            tonic::transport::Server::builder()
-                .accept_http1(true)
-                .add_routes(routes)
-                .serve_with_incoming(incoming)
-                .await
+            if let Err(e) = grpc.accept(listener).await {
+                tracing::error!("client listener stopped: {e}");
+            }
         }));
     }
     for url in &node.cfg.listen_metrics_urls {
@@ -119,11 +197,14 @@ pub async fn serve(node: Arc<Node>) -> anyhow::Result<()> {
         tracing::info!(%url, "serving /metrics and /health");
         let router = crate::http::routes(axum::Router::new(), node.clone());
         tasks.push(tokio::spawn(async move {
-            tonic::transport::Server::builder()
+            let served = tonic::transport::Server::builder()
                 .accept_http1(true)
                 .add_routes(Routes::from(router))
                 .serve_with_incoming(TcpIncoming::from(listener).with_nodelay(Some(true)))
-                .await
+                .await;
+            if let Err(e) = served {
+                tracing::error!("metrics listener stopped: {e}");
+            }
         }));
     }
     tokio::select! {

@@ -46,6 +46,8 @@ fn started_voters(members: &[MemberInfo], except: u64) -> (usize, usize) {
 /// etcd's strict reconfiguration check (IsReadyToAddVotingMember): after
 /// adding a voter, the started voters must still make a quorum — except
 /// for the second member of a one-member cluster.
+// Written as etcd writes it (quorum = n/2 + 1).
+#[allow(clippy::int_plus_one, clippy::manual_div_ceil)]
 fn ready_to_add_voter(members: &[MemberInfo]) -> bool {
     let (n, started) = started_voters(members, 0);
     let n = n + 1;
@@ -54,6 +56,8 @@ fn ready_to_add_voter(members: &[MemberInfo]) -> bool {
 
 /// IsReadyToRemoveVotingMember: the remaining started voters make a
 /// quorum of the remaining voters.
+// Written as etcd writes it (quorum = n/2 + 1).
+#[allow(clippy::int_plus_one, clippy::manual_div_ceil)]
 fn ready_to_remove_voter(members: &[MemberInfo], id: u64) -> bool {
     if members.iter().any(|m| m.id == id && m.is_learner) {
         return true;
@@ -63,6 +67,8 @@ fn ready_to_remove_voter(members: &[MemberInfo], id: u64) -> bool {
 }
 
 /// IsReadyToPromoteMember: the learner counts as a started voter.
+// Written as etcd writes it (quorum = n/2 + 1).
+#[allow(clippy::int_plus_one, clippy::manual_div_ceil)]
 fn ready_to_promote(members: &[MemberInfo]) -> bool {
     let (n, started) = started_voters(members, 0);
     started + 1 >= (n + 1) / 2 + 1
