@@ -72,6 +72,19 @@ impl Mapping {
         }
     }
 
+    /// `prefetch` for every cache line of page `pgid` (a scan about to
+    /// read all of it).
+    #[inline]
+    pub fn prefetch_page(&self, pgid: u64) {
+        if pgid >= self.pages {
+            return;
+        }
+        let page = &self.mmap[pgid as usize * self.page_size..][..self.page_size];
+        for line in page.chunks(CACHE_LINE_BYTES) {
+            prefetch_line(line.as_ptr());
+        }
+    }
+
     /// Asks the CPU to start loading the first cache line of page `pgid`
     /// (its header and slot array) while the caller keeps working: a
     /// lookup announces the pages it may descend into next, so the miss
@@ -186,6 +199,8 @@ impl Mapping {
         Ok(&buf[HEADER_LEN..HEADER_LEN + len as usize])
     }
 }
+
+const CACHE_LINE_BYTES: usize = 64;
 
 /// Starts loading the cache line at `line` into L1.
 #[inline(always)]
