@@ -315,7 +315,11 @@ pub async fn run_cell<T: Target>(
         peak_rss_bytes: after.peak_rss_bytes,
         disk_write_bytes: after.write_bytes.saturating_sub(before.write_bytes),
         db_size_bytes,
-        data_dir_bytes: running.map_or(0, |r| r.data_dir_bytes()),
+        data_dir_bytes: match (running, embedded) {
+            (Some(r), _) => r.data_dir_bytes(),
+            (None, Some(e)) => crate::procstat::dir_bytes(e.dir()),
+            _ => 0,
+        },
         engine_heap_bytes: None,
         engine_mapped_bytes: None,
     });

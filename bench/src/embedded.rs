@@ -64,6 +64,11 @@ impl EmbeddedTarget {
         })
     }
 
+    /// The store's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     pub fn db_size_bytes(&self) -> u64 {
         self.store.status().map_or(0, |s| s.db_size_bytes)
     }
