@@ -552,7 +552,16 @@ enum Outcome {
     Status(Code),
 }
 
-async fn call(ch: &Channel, m: &Method, msgs: Vec<Vec<u8>>) -> Result<Outcome, String> {
+/// `linger` is how long a bidirectional stream may stay silent before the
+/// client takes it as open: short for input that decodes (a live watch
+/// never ends by itself), long for input that must be refused, so that a
+/// busy machine's scheduling delay is not mistaken for a stream left open.
+async fn call(
+    ch: &Channel,
+    m: &Method,
+    msgs: Vec<Vec<u8>>,
+    linger: Duration,
+) -> Result<Outcome, String> {
     let mut grpc = tonic::client::Grpc::new(ch.clone());
     grpc.ready()
         .await
@@ -597,7 +606,7 @@ async fn call(ch: &Channel, m: &Method, msgs: Vec<Vec<u8>>) -> Result<Outcome, S
             // the client drops it. A stream with undecodable input must
             // end with a status.
             let stream = tokio_stream::iter(msgs);
-            let r = tokio::time::timeout(Duration::from_millis(100), async {
+            let r = tokio::time::timeout(linger, async {
                 let mut s = grpc
                     .streaming(Request::new(stream), path, Raw)
                     .await?
@@ -703,7 +712,10 @@ fn garbage_on_every_rpc() {
             let ch = ch.clone();
             let m = ms[i];
             batch.push(tokio::spawn(async move {
-                let out = tokio::time::timeout(Duration::from_secs(20), call(&ch, &m, msgs.clone())).await;
+                let linger = Duration::from_millis(if must_refuse { 5_000 } else { 100 });
+                let out =
+                    tokio::time::timeout(Duration::from_secs(20), call(&ch, &m, msgs.clone(), linger))
+                        .await;
                 (n, m.path, msgs, must_refuse, out)
             }));
             if batch.len() == 32 || n + 1 == cases {
