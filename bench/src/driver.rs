@@ -332,6 +332,12 @@ async fn client_loop<C: Client>(
             Err(e) if measured => *r.errors.entry(e.code).or_default() += 1,
             Err(_) => {}
         }
+        // A client whose requests never wait (the embedded engine answers
+        // synchronously) would otherwise keep its worker thread to itself
+        // until the run ends: the other clients, and a watch run's event
+        // consumers, would not run at all meanwhile. Every so many requests
+        // it lets the scheduler run other tasks, outside the timed region.
+        tokio::task::consume_budget().await;
     }
     rec
 }
