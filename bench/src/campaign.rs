@@ -390,6 +390,15 @@ async fn run_on_fresh_instance(
     }
 }
 
+/// The 1-minute load average from /proc/loadavg, or "unknown": how busy
+/// the machine was besides the campaign is part of its figures.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "unknown".into())
+}
+
 /// Runs the whole campaign; returns the results directory.
 pub async fn main(args: CampaignArgs) -> anyhow::Result<PathBuf> {
     let (mut spec, entries) = CampaignSpec::load(&args.spec)?;
@@ -407,6 +416,7 @@ pub async fn main(args: CampaignArgs) -> anyhow::Result<PathBuf> {
         .join(format!("{}-{}-{}", spec.name, stamp, std::process::id()));
     std::fs::create_dir_all(&data_root)?;
     let machine = crate::machine::collect(&data_root);
+    let load_at_start = load_average();
     eprintln!(
         "campaign {}: {} systems, {} workloads, {} repetitions -> {}",
         spec.name,
@@ -496,6 +506,12 @@ pub async fn main(args: CampaignArgs) -> anyhow::Result<PathBuf> {
         let _ = std::fs::remove_dir_all(&data_root);
     }
     let mut notes = spec.notes.clone();
+    notes.push(format!(
+        "1-minute load average {} at the start, {} at the end (the campaign's own load included; {} CPUs)",
+        load_at_start,
+        load_average(),
+        machine.cpus
+    ));
     notes.push(format!(
         "load generator and systems share this machine's {} CPUs; other work on the machine adds noise",
         machine.cpus
