@@ -60,7 +60,7 @@ impl Wal {
         }
         let lock = lock_dir(&dir)?;
         let rec = recovery::recover(&dir, &opts, new_log_id())?;
-        let active_file = segment::open_rw(&rec.active.path)?;
+        let active_file = segment::open_append(&rec.active.path)?;
         let active = ActiveSegment {
             file: active_file,
             seq: rec.active.seq,

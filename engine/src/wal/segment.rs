@@ -239,6 +239,28 @@ pub fn prepare(dir: &Path, seq: u64, segment_bytes: u64, mode: Preallocate) -> R
     Ok(path)
 }
 
+/// Drops the file's clean pages from the page cache. A zero fill written in
+/// large chunks (or a recovery read with readahead) leaves the segment
+/// cached in large folios; an append of a few hundred bytes into such a
+/// folio dirties all of it, and every fdatasync then writes the whole folio
+/// back (measured here: 1 MiB written per 256-byte append, against 4 KiB
+/// once the cache was dropped). Pages the appends touch later come back one
+/// at a time. Only advice: failure changes speed, not correctness.
+pub fn drop_cache(file: &File) {
+    // SAFETY: posix_fadvise on a descriptor we own; no memory is passed.
+    unsafe {
+        libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
+    }
+}
+
+/// Opens a segment for appending, with no page of it cached (`drop_cache`):
+/// called on clean files only (prepared or recovered and synced).
+pub fn open_append(path: &Path) -> Result<File> {
+    let file = open_rw(path)?;
+    drop_cache(&file);
+    Ok(file)
+}
+
 pub fn open_rw(path: &Path) -> Result<File> {
     OpenOptions::new()
         .read(true)

@@ -374,7 +374,7 @@ impl WriterCore {
         self.notify_done(shared);
         let seq = self.active.seq + 1;
         let path = self.allocator.take(seq)?;
-        let file = segment::open_rw(&path).map_err(|e| e.to_string())?;
+        let file = segment::open_append(&path).map_err(|e| e.to_string())?;
         tracing::debug!(segment = %path.display(), "WAL segment roll");
         self.active = ActiveSegment {
             file,
