@@ -328,6 +328,9 @@ fn readers_keep_stable_snapshots_while_the_file_grows() {
             .collect()
     };
     let stop = std::sync::atomic::AtomicBool::new(false);
+    // Readers that have checked a snapshot: the writer holds its second
+    // half of commits until all three run, so every reader overlaps it.
+    let running = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|s| {
         let mut readers = Vec::new();
         for _ in 0..3 {
@@ -345,12 +348,21 @@ fn readers_keep_stable_snapshots_while_the_file_grows() {
                         );
                     }
                     assert!(rx.check().is_ok());
+                    if snapshots_checked == 0 {
+                        running.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
                     snapshots_checked += 1;
                 }
                 snapshots_checked
             }));
         }
         for round in 0u32..200 {
+            if round == 100 {
+                while running.load(std::sync::atomic::Ordering::Relaxed) < 3 {
+                    assert!(!readers.iter().any(|r| r.is_finished()), "a reader stopped");
+                    std::thread::yield_now();
+                }
+            }
             let mut tx = db.begin_write().unwrap();
             for i in 0u32..60 {
                 let k = (round * 7919 + i * 131) % 3000;

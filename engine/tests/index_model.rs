@@ -158,12 +158,15 @@ fn readers_see_stable_revisions_while_the_writer_grows_and_compacts() {
                 let mut checks = 0u64;
                 let mut x = t as i64 * 7919;
                 while !stop.load(Ordering::Relaxed) {
+                    // The compacted revision first: the writer publishes a
+                    // revision before it compacts below it, so a top read
+                    // after it is never below it.
+                    let low = compacted.load(Ordering::Acquire).max(KEYS as i64);
                     let top = published.load(Ordering::Acquire);
-                    if top < KEYS as i64 {
+                    if top < low {
                         continue;
                     }
                     x = (x * 1_103_515_245 + 12345) & 0x7fff_ffff;
-                    let low = compacted.load(Ordering::Acquire).max(KEYS as i64);
                     let at = low + x % (top - low + 1);
                     let mut n = 0;
                     idx.range(KeyRange::FromKey(b""), at, false, |k, r| {
