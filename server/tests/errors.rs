@@ -575,7 +575,13 @@ fn quota_raises_nospace_as_etcd_does() {
         for (name, c) in [("etcd", &reference), ("subject", &subject)] {
             let mut cl = Clients::connect(&c.endpoints()).await;
             let mut first_error = None;
-            for i in 0..200 {
+            for i in 0..400 {
+                // etcd measures its quota against the db file, which grows
+                // only when its batch commits (every 100 ms): pause now
+                // and then so a fast machine does not outrun the commit.
+                if i % 10 == 9 {
+                    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+                }
                 let r = answer(
                     cl.kv
                         .put(put(&format!("fill{i}"), vec![b'q'; 100_000]))
