@@ -109,6 +109,24 @@ impl Verdict {
     }
 }
 
+/// Panics unless `history` is linearizable within `max_steps` search steps
+/// per key, with a report for the test log: `what`, the violating key and its
+/// operations one per line, or the inconclusive key.
+pub fn assert_linearizable(history: &[HistoryOp], max_steps: u64, what: &str) {
+    match check_kv(history, max_steps) {
+        Verdict::Linearizable => {}
+        Verdict::Violation { key, ops } => {
+            let lines: Vec<String> = ops.iter().map(|o| format!("{o:?}")).collect();
+            panic!(
+                "{what}: history of key {} is not linearizable:\n{}",
+                String::from_utf8_lossy(&key),
+                lines.join("\n")
+            );
+        }
+        v => panic!("{what}: linearizability check: {v:?}"),
+    }
+}
+
 /// Checks a KV history with a budget of `max_steps` search steps per key.
 pub fn check_kv(history: &[HistoryOp], max_steps: u64) -> Verdict {
     // Values some operation reported, per key.

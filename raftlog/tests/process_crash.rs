@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use raftlog::kv_service::{KvClient, NodeState, Reply};
-use raftlog::linearizability::{check_kv, HistoryOp, KvInput, KvOutput, Verdict};
+use raftlog::linearizability::{assert_linearizable, HistoryOp, KvInput, KvOutput};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -348,16 +348,5 @@ fn sigkill_leader_and_followers_under_load() {
         acked >= 10 * kills as u64,
         "only {acked} puts acknowledged under load"
     );
-    match check_kv(&t.history, 200_000_000) {
-        Verdict::Linearizable => {}
-        Verdict::Violation { key, ops } => {
-            let text: Vec<String> = ops.iter().map(|o| format!("{o:?}")).collect();
-            panic!(
-                "history of {} is not linearizable:\n{}",
-                String::from_utf8_lossy(&key),
-                text.join("\n")
-            );
-        }
-        v => panic!("linearizability check: {v:?}"),
-    }
+    assert_linearizable(&t.history, 200_000_000, "raftlog processes under SIGKILLs");
 }

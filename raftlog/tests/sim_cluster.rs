@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use raftlog::linearizability::{check_kv, Verdict};
+use raftlog::linearizability::{self, check_kv, Verdict};
 use raftlog::sim::{OpKind, Outcome, Sim, SimConfig};
 use raftlog::MembershipChange;
 use rand::seq::SliceRandom;
@@ -56,16 +56,7 @@ fn assert_acked_puts_kept(sim: &Sim, what: &str) {
 }
 
 fn assert_linearizable(sim: &Sim, what: &str) {
-    match check_kv(&sim.history(), 50_000_000) {
-        Verdict::Linearizable => {}
-        Verdict::Violation { key, ops } => {
-            let lines: Vec<String> = ops.iter().map(|o| format!("{o:?}")).collect();
-            let text = String::from_utf8_lossy(&key);
-            let ops_text = lines.join("\n").replace(", ", " ");
-            panic!("{what}: history of key {text} is not linearizable:\n{ops_text}");
-        }
-        v => panic!("{what}: {v:?}"),
-    }
+    linearizability::assert_linearizable(&sim.history(), 50_000_000, what);
 }
 
 fn random_up_node(sim: &mut Sim) -> Option<u64> {

@@ -29,7 +29,7 @@ use common::{Cluster, Kind};
 use proto::etcdserverpb::kv_client::KvClient;
 use proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use proto::etcdserverpb::{HashKvRequest, PutRequest, RangeRequest, StatusRequest};
-use raftlog::linearizability::{check_kv, HistoryOp, KvInput, KvOutput, Verdict};
+use raftlog::linearizability::{assert_linearizable, HistoryOp, KvInput, KvOutput};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tonic::transport::Channel;
@@ -358,18 +358,7 @@ fn sigkill_members_under_load() {
         acked >= 10 * kills as u64,
         "only {acked} puts acknowledged under load"
     );
-    match check_kv(&t.history, 200_000_000) {
-        Verdict::Linearizable => {}
-        Verdict::Violation { key, ops } => {
-            let text: Vec<String> = ops.iter().map(|o| format!("{o:?}")).collect();
-            panic!(
-                "history of {} is not linearizable:\n{}",
-                String::from_utf8_lossy(&key),
-                text.join("\n")
-            );
-        }
-        v => panic!("linearizability check: {v:?}"),
-    }
+    assert_linearizable(&t.history, 200_000_000, "ferrokv cluster under SIGKILLs");
 }
 
 /// Status of every member, concurrently.
