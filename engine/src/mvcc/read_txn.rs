@@ -9,7 +9,7 @@ use super::error::{Error, Result};
 use super::range;
 use super::rpc::*;
 use super::store::Store;
-use super::txn::compare_kv;
+use super::txn::compare_range;
 
 /// Whether `req` writes nothing in either branch, nested txns included.
 pub fn txn_is_read_only(req: &TxnRequest) -> bool {
@@ -45,13 +45,7 @@ impl ReadTxn<'_> {
             range_end: c.range_end.clone(),
             ..Default::default()
         })?;
-        if resp.kvs.is_empty() {
-            if matches!(c.target, CompareTarget::Value(_)) {
-                return Ok(false);
-            }
-            return Ok(compare_kv(c, &KeyValue::default()));
-        }
-        Ok(resp.kvs.iter().all(|kv| compare_kv(c, kv)))
+        Ok(compare_range(c, &resp.kvs))
     }
 
     fn run(&mut self, req: &TxnRequest) -> Result<TxnResponse> {

@@ -243,14 +243,7 @@ impl<'a> WriteTxn<'a> {
             range_end: c.range_end.clone(),
             ..Default::default()
         })?;
-        if resp.kvs.is_empty() {
-            if matches!(c.target, CompareTarget::Value(_)) {
-                // No value to compare: always false (etcd applyCompare).
-                return Ok(false);
-            }
-            return Ok(compare_kv(c, &KeyValue::default()));
-        }
-        Ok(resp.kvs.iter().all(|kv| compare_kv(c, kv)))
+        Ok(compare_range(c, &resp.kvs))
     }
 
     fn check(&mut self, req: &TxnRequest, path: &[bool], at: &mut usize) -> Result<()> {
@@ -318,6 +311,19 @@ impl<'a> WriteTxn<'a> {
 }
 
 /// etcd compareKV.
+/// etcd applyCompare over the keys the compare's range found: every one
+/// must satisfy it; with none, a value compare is false and the others
+/// compare against an absent key's zeros.
+pub(crate) fn compare_range(c: &Compare, kvs: &[KeyValue]) -> bool {
+    if kvs.is_empty() {
+        if matches!(c.target, CompareTarget::Value(_)) {
+            return false;
+        }
+        return compare_kv(c, &KeyValue::default());
+    }
+    kvs.iter().all(|kv| compare_kv(c, kv))
+}
+
 pub(crate) fn compare_kv(c: &Compare, kv: &KeyValue) -> bool {
     let ord = match &c.target {
         CompareTarget::Value(v) => kv.value.as_slice().cmp(v.as_slice()),
