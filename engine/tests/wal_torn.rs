@@ -4,7 +4,8 @@
 //! a lost sector in the last batch is a torn tail; a flipped byte anywhere
 //! before the tail, and a flipped byte in the last record that does not
 //! look torn, is `Error::Corrupt` naming the segment file and the offset of
-//! the damaged record.
+//! the damaged record; a segment header whose first batch never reached
+//! the file is dropped with it.
 
 mod wal_support;
 
@@ -364,6 +365,77 @@ fn damaged_segment_header_and_missing_segment_are_reported() {
         Err(Error::Corrupt { segment, .. }) => assert_eq!(segment, in_copy(&work, &segs[2])),
         other => panic!("gap: {:?}", other.map(|_| ())),
     }
+}
+
+/// A process killed inside a segment's first write (header block and first
+/// batch in one `pwritev` or io_uring write) can leave the header without
+/// the batch. Recovery must drop that header with the batch it names: the
+/// log continues in the segment with a new header, and a second recovery
+/// agrees. The same header-only segment in front of a later segment that
+/// holds data is corruption.
+fn header_without_its_first_batch(io: IoMode) {
+    let base = tempfile::tempdir().unwrap();
+    let orig = base.path().join("orig");
+    build(&orig, io, 400);
+    let placed = layout_all(&orig);
+    let segs = segment_files(&orig);
+    assert!(segs.len() >= 3);
+    let blank_after_header = |seg: &Path| {
+        let f = OpenOptions::new().write(true).open(seg).unwrap();
+        let len = f.metadata().unwrap().len();
+        let zeros = vec![0u8; len as usize - SEGMENT_HEADER_BYTES];
+        f.write_all_at(&zeros, SEGMENT_HEADER_BYTES as u64).unwrap();
+    };
+
+    // The last segment with records (a prepared spare may follow it).
+    let last = &placed.last().unwrap().segment;
+    let at = segs.iter().position(|s| s == last).unwrap();
+    assert!(at >= 1);
+    let work = base.path().join(format!("last-{}", io_name(io)));
+    copy_dir(&orig, &work);
+    blank_after_header(&in_copy(&work, last));
+    let want: Vec<u64> = placed
+        .iter()
+        .filter(|p| &p.segment != last)
+        .map(|p| p.index)
+        .collect();
+    let (wal, rec) = Wal::open(&work, small(io)).unwrap();
+    let torn = rec.torn_tail.as_ref().expect("reported as a torn write");
+    assert_eq!(torn.segment, in_copy(&work, last));
+    let got: Vec<u64> = rec.records.iter().map(|r| r.index).collect();
+    assert_eq!(got, want, "the records before the torn segment");
+    // An index other than the one the stale header names: a header kept
+    // from the torn write would disagree with the record after it.
+    let next = want.last().unwrap() + 1000;
+    wal.append(next, 1, &payload(0, next))
+        .unwrap()
+        .wait()
+        .unwrap();
+    wal.close().unwrap();
+    let (got, wal) = recovered_indexes(&work, io).unwrap_or_else(|e| panic!("second open: {e}"));
+    let mut want2 = want;
+    want2.push(next);
+    assert_eq!(got, want2, "the log continued after the kept records");
+    drop(wal);
+
+    let work = base.path().join(format!("middle-{}", io_name(io)));
+    copy_dir(&orig, &work);
+    let middle = in_copy(&work, &segs[at - 1]);
+    blank_after_header(&middle);
+    match Wal::open(&work, small(io)) {
+        Err(Error::Corrupt { segment, .. }) => assert_eq!(segment, middle),
+        other => panic!("header-only segment before data: {:?}", other.map(|_| ())),
+    }
+}
+
+#[test]
+fn header_without_its_first_batch_io_uring() {
+    header_without_its_first_batch(IoMode::IoUring);
+}
+
+#[test]
+fn header_without_its_first_batch_portable() {
+    header_without_its_first_batch(IoMode::Portable);
 }
 
 fn io_name(io: IoMode) -> &'static str {

@@ -458,7 +458,32 @@ pub(crate) fn recover(dir: &Path, opts: &Options, new_log_id: u64) -> Result<Rec
         let mut records = scan.records;
         expected = Some(scan.next_batch_seq);
         let (end, torn) = match scan.stop {
-            Stop::End { at, garbage: false } => (at, None),
+            Stop::End { at, garbage: false } if !records.is_empty() => (at, None),
+            Stop::End { at, garbage: false } => {
+                // A valid header and no batch after it: the header and the
+                // segment's first batch go out in one write, and a process
+                // killed inside that write can leave the header's page in
+                // the page cache without the batch's. The header names a
+                // first index and batch that never became durable; kept, it
+                // would describe whatever the writer appends next.
+                if let Some(next) = later_used()? {
+                    return Err(Error::corrupt(
+                        &seg.path,
+                        at as u64,
+                        format!(
+                            "segment header without its first batch; later segment {} holds data",
+                            next.display()
+                        ),
+                    ));
+                }
+                (
+                    at,
+                    Some((
+                        "segment header written without its first batch".to_string(),
+                        None,
+                    )),
+                )
+            }
             Stop::End { at, garbage: true } => {
                 if let Some(next) = later_used()? {
                     return Err(Error::corrupt(
