@@ -12,8 +12,9 @@ deps:
 build: deps
 	$(CARGO) build --release --workspace --all-targets
 
+# Every test binary runs even after a failure, so one run reports all of them.
 test: deps
-	$(CARGO) test --release --workspace
+	$(CARGO) test --release --workspace --no-fail-fast
 
 # The main job: build ferrobench and ferrokv, run campaigns/quick.toml
 # (ferrokv and etcd 1-node and 3-node, the embedded engine; about 8.5
