@@ -7,8 +7,9 @@
 use engine::index::{IndexEntry, KeyRange, Revision, TreeIndex};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -144,15 +145,17 @@ fn readers_see_stable_revisions_while_the_writer_grows_and_compacts() {
     let published = Arc::new(AtomicI64::new(0));
     let compacted = Arc::new(AtomicI64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
+    let total_checks = Arc::new(AtomicU64::new(0));
     // Revision r writes key r % KEYS; a reader at R expects key k's visible
     // revision to be the largest r ≤ R with r % KEYS == k.
     let readers: Vec<_> = (0..3)
         .map(|t| {
-            let (idx, published, compacted, stop) = (
+            let (idx, published, compacted, stop, total_checks) = (
                 idx.clone(),
                 published.clone(),
                 compacted.clone(),
                 stop.clone(),
+                total_checks.clone(),
             );
             std::thread::spawn(move || {
                 let mut checks = 0u64;
@@ -182,6 +185,7 @@ fn readers_see_stable_revisions_while_the_writer_grows_and_compacts() {
                         assert_eq!(n, KEYS, "at {at}");
                     }
                     checks += 1;
+                    total_checks.fetch_add(1, Ordering::Relaxed);
                 }
                 checks
             })
@@ -200,6 +204,15 @@ fn readers_see_stable_revisions_while_the_writer_grows_and_compacts() {
                 from = next;
             }
             w.repin();
+            // However the threads are scheduled, readers check between
+            // every two compactions (a starved reader would otherwise
+            // only check the finished index).
+            let seen = total_checks.load(Ordering::Relaxed);
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            while total_checks.load(Ordering::Relaxed) < seen + 10 {
+                assert!(std::time::Instant::now() < deadline, "readers stalled");
+                std::thread::yield_now();
+            }
         }
     }
     drop(w);

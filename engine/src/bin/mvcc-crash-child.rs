@@ -5,7 +5,8 @@
 //! Opens the store, prints `opened <consistent index>`, then applies
 //! commands 1..=<commands> of the stream at their raft indexes — the ones at
 //! or below the consistent index are replays the store skips, as after a
-//! raft restart. At the end it syncs and prints
+//! raft restart. Every 400 new commands it syncs and prints `synced <i>`;
+//! at the end it syncs and prints
 //! `done <hash> <revision> <compact revision>`. The parent SIGKILLs it at
 //! random moments before that.
 
@@ -15,6 +16,11 @@ use std::time::Duration;
 
 #[path = "../../tests/common/mvcc_workload.rs"]
 mod mvcc_workload;
+
+/// Every this many new commands the child syncs and prints `synced <i>`:
+/// the parent kills only after one, so every kill lands after progress,
+/// however slow the disk is.
+const SYNC_EVERY: u64 = 400;
 
 pub fn crash_options() -> StoreOptions {
     StoreOptions {
@@ -34,12 +40,18 @@ fn main() {
     let count: u64 = args.next().expect("count").parse().expect("count");
     let store = Store::open(&path, crash_options()).expect("open");
     let mut out = std::io::stdout();
-    writeln!(out, "opened {}", store.consistent_index()).expect("stdout");
+    let opened = store.consistent_index();
+    writeln!(out, "opened {opened}").expect("stdout");
     out.flush().expect("flush");
     for i in 1..=count {
         let cmd = mvcc_workload::command(seed, i);
         if let Err(e) = store.apply(i, &cmd) {
             assert!(!e.is_fatal(), "command {i}: {e}");
+        }
+        if i > opened && (i - opened) % SYNC_EVERY == 0 && i < count {
+            store.sync().expect("sync");
+            writeln!(out, "synced {i}").expect("stdout");
+            out.flush().expect("flush");
         }
     }
     store.sync().expect("sync");
