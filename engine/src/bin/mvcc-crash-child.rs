@@ -48,7 +48,7 @@ fn main() {
         if let Err(e) = store.apply(i, &cmd) {
             assert!(!e.is_fatal(), "command {i}: {e}");
         }
-        if i > opened && (i - opened) % SYNC_EVERY == 0 && i < count {
+        if i > opened && (i - opened).is_multiple_of(SYNC_EVERY) && i < count {
             store.sync().expect("sync");
             writeln!(out, "synced {i}").expect("stdout");
             out.flush().expect("flush");
