@@ -136,11 +136,13 @@ async fn open_loop_p99_carries_the_stall_closed_loop_does_not() {
         c_p99 < stall_ns / 4,
         "closed-loop p99 {c_p99} ns reflects the stall"
     );
-    // Open loop kept its schedule: about rate × measured time completed.
-    let expected = 1000.0 * open.measured_s;
+    // Open loop kept its schedule: every request due in the measured
+    // window (rate × duration) was sent and timed, none dropped behind the
+    // stall, however long the backlog took to clear.
+    let due = 1000.0 * load(None).duration_s.unwrap();
     assert!(
-        (o.len() as f64 - expected).abs() / expected < 0.1,
-        "{} of {expected}",
+        (o.len() as f64 - due).abs() <= 1.0,
+        "{} of the {due} requests due were timed",
         o.len()
     );
 }
