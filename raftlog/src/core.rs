@@ -217,6 +217,17 @@ impl Core {
         &self.raw
     }
 
+    /// Advances the election clock by `ticks`, short of the timeout: the
+    /// simulator's stand-in for the fresh random timeout raft-rs draws
+    /// (from an RNG it cannot seed) when a node starts a campaign.
+    pub(crate) fn advance_election_clock(&mut self, ticks: usize) {
+        let raft = &mut self.raw.raft;
+        let room = raft
+            .randomized_election_timeout()
+            .saturating_sub(raft.election_elapsed + 1);
+        raft.election_elapsed += ticks.min(room);
+    }
+
     pub fn is_leader(&self) -> bool {
         self.raw.raft.state == StateRole::Leader
     }

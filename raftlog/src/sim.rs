@@ -155,6 +155,8 @@ struct SimNode {
     queued: Vec<(ProposalId, bytes::Bytes)>,
     reads: BTreeMap<ReadId, usize>,
     election_offset: usize,
+    /// The last term in which the node's campaign timeout was redrawn.
+    campaign_term: u64,
     snapshots_taken: u64,
     snapshots_installed: u64,
     restarts: u64,
@@ -245,6 +247,7 @@ impl Sim {
             queued: Vec::new(),
             reads: BTreeMap::new(),
             election_offset: usize::MAX,
+            campaign_term: 0,
             snapshots_taken: 0,
             snapshots_installed: 0,
             restarts: 0,
@@ -458,6 +461,29 @@ impl Sim {
         self.flush_proposals();
         self.poll_all();
         self.observe_leaders();
+        self.redraw_campaign_timeouts();
+    }
+
+    /// Each node's timeout is pinned to its own offset (see `start_node`),
+    /// which spreads the first timeouts after a leader is lost. A candidate
+    /// whose vote split, though, would retry with the same timeout every
+    /// term and could stay in step with a rival candidate for many terms.
+    /// raft-rs redraws the timeout whenever a node starts a campaign; here a
+    /// candidate's next timeout is redrawn from the seeded RNG within
+    /// `[election_tick, its pinned timeout]`.
+    fn redraw_campaign_timeouts(&mut self) {
+        let et = self.cfg.node.election_tick;
+        for node in self.nodes.values_mut() {
+            let Some(core) = &mut node.core else { continue };
+            let raft = &core.raw().raft;
+            if raft.state != StateRole::Candidate || raft.term == node.campaign_term {
+                continue;
+            }
+            node.campaign_term = raft.term;
+            let spread = raft.randomized_election_timeout().saturating_sub(et);
+            let ticks = self.rng.gen_range(0..=spread);
+            core.advance_election_clock(ticks);
+        }
     }
 
     /// Proposes each node's queued commands as one batch, as the node's

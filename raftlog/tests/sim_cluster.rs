@@ -11,13 +11,18 @@ use raftlog::MembershipChange;
 use rand::seq::SliceRandom;
 use rand::Rng;
 
-/// Seeds per scenario: 10 in `make test`; `RAFTLOG_SIM_SEEDS=500` for a soak.
+/// Seeds per scenario: 10 in `make test`; `RAFTLOG_SIM_SEEDS=500` for a
+/// soak; `RAFTLOG_SIM_SEEDS=187..188` replays one seed a failure printed.
 fn seeds() -> std::ops::Range<u64> {
-    let n = std::env::var("RAFTLOG_SIM_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10);
-    0..n
+    let spec = std::env::var("RAFTLOG_SIM_SEEDS").unwrap_or_default();
+    if let Some((a, b)) = spec.split_once("..") {
+        let bound = |v: &str| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("RAFTLOG_SIM_SEEDS={spec}: not a range of seeds"))
+        };
+        return bound(a)..bound(b);
+    }
+    0..spec.parse().unwrap_or(10)
 }
 
 fn assert_no_violations(sim: &Sim, what: &str) {
