@@ -228,7 +228,23 @@ fn sigkill_members_under_load() {
     let mut running = [true; 3];
     for k in 0..kills {
         std::thread::sleep(Duration::from_millis(rng.gen_range(400..1200)));
-        let leader = rt.block_on(leader(&cluster, &running));
+        // Every other kill is the leader's: wait (a while) for one to be
+        // elected after the previous restart.
+        let wait_for_leader = if k % 2 == 0 {
+            Duration::from_secs(10)
+        } else {
+            Duration::ZERO
+        };
+        let leader = rt.block_on(async {
+            let deadline = Instant::now() + wait_for_leader;
+            loop {
+                let l = leader(&cluster, &running).await;
+                if l.is_some() || Instant::now() >= deadline {
+                    break l;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
         let victim = match leader {
             Some(l) if k % 2 == 0 => {
                 leader_kills += 1;
@@ -285,19 +301,38 @@ fn sigkill_members_under_load() {
     }
 
     let mut t = std::mem::take(&mut *tally.lock().unwrap());
+    // The reads below may meet an election (a loaded machine delays a
+    // heartbeat past the election timeout): each is retried until one
+    // answers. A read has no effect, so only the answered attempt counts,
+    // and it joins the history with its own call and return times.
+    let read = |kv: &mut KvClient<Channel>, req: RangeRequest, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let call = start.elapsed().as_micros() as u64;
+            match rt.block_on(kv.range(req.clone())) {
+                Ok(resp) => {
+                    let ret = start.elapsed().as_micros() as u64;
+                    break (call, resp.into_inner(), ret);
+                }
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "{what}: {e}");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+    };
     // No acknowledged put is lost, on any member.
     for (i, ep) in endpoints.iter().enumerate() {
         let mut kv = KvClient::new(channel(ep));
         for k in 0..KEYS {
             let key = format!("k{k}").into_bytes();
-            let version = rt
-                .block_on(kv.range(RangeRequest {
-                    key: key.clone(),
-                    serializable: true,
-                    ..Default::default()
-                }))
-                .expect("serializable read after convergence")
-                .into_inner()
+            let req = RangeRequest {
+                key: key.clone(),
+                serializable: true,
+                ..Default::default()
+            };
+            let version = read(&mut kv, req, "serializable read after convergence")
+                .1
                 .kvs
                 .pop()
                 .map_or(0, |kv| kv.version as u64);
@@ -311,18 +346,12 @@ fn sigkill_members_under_load() {
         // A final linearizable read of every key joins the history.
         for k in 0..KEYS {
             let key = format!("k{k}").into_bytes();
-            let call = start.elapsed().as_micros() as u64;
-            let v = rt
-                .block_on(kv.range(RangeRequest {
-                    key: key.clone(),
-                    ..Default::default()
-                }))
-                .expect("linearizable read after convergence")
-                .into_inner()
-                .kvs
-                .pop()
-                .map(|kv| kv.value);
-            let ret = start.elapsed().as_micros() as u64;
+            let req = RangeRequest {
+                key: key.clone(),
+                ..Default::default()
+            };
+            let (call, mut resp, ret) = read(&mut kv, req, "linearizable read after convergence");
+            let v = resp.kvs.pop().map(|kv| kv.value);
             t.history.push(HistoryOp {
                 client: 1000 + i as u64,
                 input: KvInput::Get { key },

@@ -11,11 +11,31 @@
 
 mod common;
 
-use std::time::Duration;
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
 
-use common::{etcdctl, etcdctl_error, Cluster, Kind};
+use common::{etcdctl, etcdctl_error, etcdctl_until, Cluster, Kind};
 
 const T: Duration = Duration::from_secs(10);
+
+/// `check perf` measures throughput against a fixed threshold: it holds
+/// this lock for writing and runs alone; every other test of this binary
+/// holds it for reading (they may run together, never beside check perf).
+static CHECK_PERF_ALONE: RwLock<()> = RwLock::new(());
+
+fn beside_others() -> RwLockReadGuard<'static, ()> {
+    CHECK_PERF_ALONE.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn alone() -> RwLockWriteGuard<'static, ()> {
+    CHECK_PERF_ALONE.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// How long a watch may stay silent after printing the lines it is
+/// expected to print, to show that nothing more comes.
+const WATCH_QUIET: Duration = Duration::from_secs(1);
+/// How long a watch may take to print the lines it is expected to print.
+const WATCH_CAP: Duration = Duration::from_secs(20);
 
 /// What legitimately differs between two systems, replaced by placeholders.
 fn normalize(text: &str, endpoint: &str, leases: &[String]) -> String {
@@ -81,8 +101,10 @@ fn replace_json_number(line: &str, pat: &str) -> String {
 struct Step {
     args: &'static [&'static str],
     stdin: Option<&'static str>,
-    /// Stop after this long and compare what was printed (watch).
-    timeout: Duration,
+    /// A watch never exits: the lines of stdout etcd prints for it. It is
+    /// stopped once that many have come and then nothing for WATCH_QUIET
+    /// (or after WATCH_CAP), and what it printed is compared.
+    watch_lines: Option<usize>,
     check: Check,
 }
 
@@ -97,7 +119,7 @@ fn same(args: &'static [&'static str]) -> Step {
     Step {
         args,
         stdin: None,
-        timeout: T,
+        watch_lines: None,
         check: Check::Same,
     }
 }
@@ -106,16 +128,16 @@ fn txn(stdin: &'static str) -> Step {
     Step {
         args: &["txn"],
         stdin: Some(stdin),
-        timeout: T,
+        watch_lines: None,
         check: Check::Same,
     }
 }
 
-fn watch(args: &'static [&'static str]) -> Step {
+fn watch(args: &'static [&'static str], lines: usize) -> Step {
     Step {
         args,
         stdin: None,
-        timeout: Duration::from_millis(1500),
+        watch_lines: Some(lines),
         check: Check::Same,
     }
 }
@@ -124,7 +146,7 @@ fn holds(args: &'static [&'static str], f: fn(&str, &str, bool) -> bool) -> Step
     Step {
         args,
         stdin: None,
-        timeout: T,
+        watch_lines: None,
         check: Check::Holds(f),
     }
 }
@@ -166,9 +188,13 @@ fn scenario() -> Vec<Step> {
         txn("version(\"zoo\") = \"1\"\ncreate(\"a\") < \"100\"\n\ndel zoo\nput a 2\n\n\n"),
         same(&["get", "", "--from-key"]),
         // Watch: history from a past revision, with prefix and prev_kv.
-        watch(&["watch", "foo", "--prefix", "--rev=1"]),
-        watch(&["watch", "foo", "--prefix", "--rev=5", "--prev-kv"]),
-        watch(&["watch", "a", "--rev=2", "-w", "json"]),
+        // 8 puts to foo* (PUT, key, value).
+        watch(&["watch", "foo", "--prefix", "--rev=1"], 24),
+        // 5 of them from revision 5 on (PUT, previous key and value, key,
+        // value).
+        watch(&["watch", "foo", "--prefix", "--rev=5", "--prev-kv"], 25),
+        // Both puts to a in one response.
+        watch(&["watch", "a", "--rev=2", "-w", "json"], 1),
         // Leases.
         holds(&["lease", "grant", "60"], |out, _, ok| {
             ok && out.starts_with("lease ") && out.trim_end().ends_with("granted with TTL(60s)")
@@ -195,7 +221,8 @@ fn scenario() -> Vec<Step> {
         same(&["get", "a", "--rev=5"]),
         same(&["compact", "4"]),
         same(&["compact", "1000"]),
-        watch(&["watch", "foo", "--rev=2"]),
+        // Canceled (the revision is compacted): an error, nothing on stdout.
+        watch(&["watch", "foo", "--rev=2"], 0),
         // Maintenance and cluster.
         holds(&["defrag"], |out, _, ok| {
             ok && out.starts_with("Finished defragmenting etcd member[")
@@ -234,7 +261,21 @@ fn run(step: &Step, endpoints: &str, lease: &str) -> Run {
         .map(|a| a.replace("{lease}", lease))
         .collect();
     let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
-    let out = etcdctl(endpoints, &args, step.stdin, step.timeout);
+    let out = match step.watch_lines {
+        None => etcdctl(endpoints, &args, step.stdin, T),
+        Some(lines) => {
+            // Stop once `lines` lines are out and WATCH_QUIET has passed
+            // without more.
+            let (mut seen, mut since) = (0, Instant::now());
+            etcdctl_until(endpoints, &args, step.stdin, WATCH_CAP, |out| {
+                if out.len() != seen {
+                    (seen, since) = (out.len(), Instant::now());
+                }
+                out.iter().filter(|&&b| b == b'\n').count() >= lines
+                    && since.elapsed() >= WATCH_QUIET
+            })
+        }
+    };
     Run {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -243,9 +284,10 @@ fn run(step: &Step, endpoints: &str, lease: &str) -> Run {
     }
 }
 
-/// A watch is killed at its deadline: its exit status says nothing.
+/// A watch is killed when it has printed its lines: its exit status says
+/// nothing.
 fn is_watch(step: &Step) -> bool {
-    step.args.first() == Some(&"watch")
+    step.watch_lines.is_some()
 }
 
 fn lease_of(grant_output: &str) -> Option<String> {
@@ -257,6 +299,7 @@ fn lease_of(grant_output: &str) -> Option<String> {
 
 #[test]
 fn etcdctl_behaves_as_against_etcd() {
+    let _beside = beside_others();
     let reference = Cluster::start(Kind::Etcd, 1);
     let subject = Cluster::start(Kind::under_test(), 1);
     let (ref_ep, sub_ep) = (reference.endpoints(), subject.endpoints());
@@ -270,6 +313,14 @@ fn etcdctl_behaves_as_against_etcd() {
             sub_lease = lease_of(&s.stdout).unwrap_or_default();
         }
         let what = format!("step {i}: etcdctl {}", step.args.join(" "));
+        if let Some(lines) = step.watch_lines {
+            assert_eq!(
+                r.stdout.lines().count(),
+                lines,
+                "{what}: the scenario expects {lines} lines, etcd itself printed {:?}",
+                r.stdout
+            );
+        }
         match step.check {
             Check::Same => {
                 let rn = normalize(&r.stdout, &ref_ep, std::slice::from_ref(&ref_lease));
@@ -318,6 +369,7 @@ fn etcdctl_behaves_as_against_etcd() {
 /// B+tree that passes the engine's full invariant check and holds the keys.
 #[test]
 fn snapshot_save_passes_the_btree_check() {
+    let _beside = beside_others();
     let kind = Kind::under_test();
     let c = Cluster::start(kind, 1);
     let ep = c.endpoints();
@@ -360,9 +412,11 @@ fn snapshot_save_passes_the_btree_check() {
 /// `etcdctl check perf --load=m` (60 s of writes from 200 clients at a
 /// fixed rate; passes on throughput, slowest request and spread) and
 /// `check datascale --load=s` (10 000 writes of 1 KiB from 50 clients,
-/// memory read from /metrics).
+/// memory read from /metrics). Alone: no other test of this binary runs
+/// meanwhile.
 #[test]
 fn check_perf_and_datascale_pass() {
+    let _alone = alone();
     let c = Cluster::start(Kind::under_test(), 1);
     let ep = c.endpoints();
     let out = etcdctl(
@@ -408,6 +462,7 @@ fn check_perf_and_datascale_pass() {
 /// with the load; `/health` answers as etcd's.
 #[test]
 fn metrics_and_health_over_http() {
+    let _beside = beside_others();
     let c = Cluster::start(Kind::under_test(), 1);
     let ep = c.endpoints();
     for i in 0..20 {
@@ -428,33 +483,30 @@ fn metrics_and_health_over_http() {
     ] {
         assert!(body.contains(name), "/metrics lacks {name}");
     }
-    let value = |name: &str| -> f64 {
-        body.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name} ")))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("{name} has no value"))
-    };
-    assert!(value("etcd_server_proposals_committed_total") >= 20.0);
-    assert!(value("etcd_mvcc_db_total_size_in_bytes") > 0.0);
-    // The WAL's fdatasyncs and the backend's batch commits are observed
-    // (exported about once a second).
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    // The committed proposals, the WAL's fdatasyncs and the backend's
+    // batch commits are observed (each exported periodically, so read
+    // until they have caught up with the 20 puts).
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (_, body) = c.members[0].http_get("/metrics").expect("GET /metrics");
-        let count = |name: &str| -> f64 {
+        let value = |name: &str| -> Option<f64> {
             body.lines()
                 .find_map(|l| l.strip_prefix(&format!("{name} ")))
                 .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0.0)
         };
-        let wal = count("etcd_disk_wal_fsync_duration_seconds_count");
-        let commits = count("etcd_disk_backend_commit_duration_seconds_count");
-        if wal >= 20.0 && commits >= 1.0 {
+        let committed = value("etcd_server_proposals_committed_total")
+            .expect("etcd_server_proposals_committed_total has a value");
+        let size = value("etcd_mvcc_db_total_size_in_bytes")
+            .expect("etcd_mvcc_db_total_size_in_bytes has a value");
+        assert!(size > 0.0, "etcd_mvcc_db_total_size_in_bytes {size}");
+        let wal = value("etcd_disk_wal_fsync_duration_seconds_count").unwrap_or(0.0);
+        let commits = value("etcd_disk_backend_commit_duration_seconds_count").unwrap_or(0.0);
+        if committed >= 20.0 && wal >= 20.0 && commits >= 1.0 {
             break;
         }
         assert!(
-            std::time::Instant::now() < deadline,
-            "WAL fsyncs observed {wal}, backend commits {commits}"
+            Instant::now() < deadline,
+            "proposals committed {committed}, WAL fsyncs observed {wal}, backend commits {commits}"
         );
         std::thread::sleep(Duration::from_millis(200));
     }

@@ -7,10 +7,12 @@
 
 #![allow(dead_code)]
 
+use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,10 +38,59 @@ impl Kind {
     }
 }
 
-/// A loopback port nobody listens on right now.
+/// Ports this test process has handed out: never twice, even to clusters
+/// started concurrently by tests of the same binary.
+static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+
+/// A loopback port nobody listens on right now, handed out once per
+/// process.
+///
+/// Taken below the kernel's ephemeral range when there is room there: the
+/// source port of an outgoing connection (a test's own clients, etcdctl,
+/// members dialing each other) comes from that range and would make a
+/// member that binds or rebinds (after a restart) the same port fail with
+/// "address already in use". Another process may still bind the port
+/// before the member does; `Cluster::start_with` starts over with fresh
+/// ports when a member exits with that error.
 pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().unwrap().port()
+    let mut handed = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    let handed = handed.get_or_insert_with(HashSet::new);
+    let below_ephemeral = ephemeral_low().saturating_sub(1);
+    const LOW: u32 = 10_000;
+    if below_ephemeral > LOW + 2_000 {
+        // A per-process starting point spreads concurrent test processes
+        // (other binaries, other checkouts) over the range.
+        let span = below_ephemeral - LOW;
+        let mut x = std::process::id().wrapping_mul(2_654_435_761) ^ handed.len() as u32;
+        for _ in 0..span {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            let port = (LOW + (x >> 8) % span) as u16;
+            if !handed.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                handed.insert(port);
+                return port;
+            }
+        }
+    }
+    loop {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+        let port = l.local_addr().unwrap().port();
+        if handed.insert(port) {
+            return port;
+        }
+    }
+}
+
+/// The first port of the kernel's ephemeral range (32768 when unknown).
+fn ephemeral_low() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
+}
+
+/// Whether a member's log says it could not bind a port.
+fn address_in_use(log: &str) -> bool {
+    log.to_ascii_lowercase().contains("address already in use")
 }
 
 pub struct Member {
@@ -170,7 +221,26 @@ impl Cluster {
         Self::start_with(kind, n, &[])
     }
 
+    /// Starts over with fresh ports (and a fresh directory) when a member
+    /// exits because another process took one of its ports in between.
     pub fn start_with(kind: Kind, n: usize, extra: &[&str]) -> Cluster {
+        const ATTEMPTS: usize = 3;
+        for attempt in 1..=ATTEMPTS {
+            let mut c = Self::spawn(kind, n, extra);
+            match c.try_wait_ready(Duration::from_secs(30)) {
+                Ok(()) => return c,
+                Err(e)
+                    if attempt < ATTEMPTS && c.members.iter().any(|m| address_in_use(&m.log())) =>
+                {
+                    eprintln!("a port was taken, starting the cluster again: {e}");
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        unreachable!()
+    }
+
+    fn spawn(kind: Kind, n: usize, extra: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
         let initial_cluster: Vec<String> = ports
@@ -208,9 +278,7 @@ impl Cluster {
         for m in &mut members {
             m.start();
         }
-        let mut c = Cluster { members, dir };
-        c.wait_ready(Duration::from_secs(30));
-        c
+        Cluster { members, dir }
     }
 
     /// The `--initial-cluster` a member joining now lists: every member
@@ -226,36 +294,64 @@ impl Cluster {
     }
 
     /// Starts a member that joins the running cluster (after MemberAdd)
-    /// with `--initial-cluster-state existing`; returns its index.
+    /// with `--initial-cluster-state existing`; returns its index. Waits
+    /// until its client port answers; if another process took that port
+    /// in between, starts it again on a fresh one.
     pub fn join(&mut self, name: &str, peer_port: u16, extra: &[&str]) -> usize {
+        const ATTEMPTS: usize = 3;
         let kind = self.members[0].kind;
-        let client_port = free_port();
         let data_dir = self.dir.path().join(format!("{name}.data"));
         let initial_cluster = self.initial_cluster_with(name, peer_port);
-        let mut args: Vec<String> = vec![
-            format!("--name={name}"),
-            format!("--data-dir={}", data_dir.display()),
-            format!("--listen-client-urls=http://127.0.0.1:{client_port}"),
-            format!("--advertise-client-urls=http://127.0.0.1:{client_port}"),
-            format!("--listen-peer-urls=http://127.0.0.1:{peer_port}"),
-            format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}"),
-            format!("--initial-cluster={initial_cluster}"),
-            "--initial-cluster-state=existing".to_string(),
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let mut m = Member {
-            kind,
-            log_path: self.dir.path().join(format!("{name}.log")),
-            name: name.to_string(),
-            client_port,
-            peer_port,
-            data_dir,
-            args,
-            child: None,
-        };
-        m.start();
-        self.members.push(m);
-        self.members.len() - 1
+        for attempt in 1..=ATTEMPTS {
+            let client_port = free_port();
+            let mut args: Vec<String> = vec![
+                format!("--name={name}"),
+                format!("--data-dir={}", data_dir.display()),
+                format!("--listen-client-urls=http://127.0.0.1:{client_port}"),
+                format!("--advertise-client-urls=http://127.0.0.1:{client_port}"),
+                format!("--listen-peer-urls=http://127.0.0.1:{peer_port}"),
+                format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}"),
+                format!("--initial-cluster={initial_cluster}"),
+                "--initial-cluster-state=existing".to_string(),
+            ];
+            args.extend(extra.iter().map(|s| s.to_string()));
+            let log_path = self.dir.path().join(format!("{name}.{attempt}.log"));
+            let mut m = Member {
+                kind,
+                log_path,
+                name: name.to_string(),
+                client_port,
+                peer_port,
+                data_dir: data_dir.clone(),
+                args,
+                child: None,
+            };
+            m.start();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                if m.http_get("/health").is_some() {
+                    self.members.push(m);
+                    return self.members.len() - 1;
+                }
+                if let Some(status) = m.exited() {
+                    let log = m.log();
+                    if attempt < ATTEMPTS && address_in_use(&log) {
+                        // The same data dir: what it wrote is its own
+                        // state (a restart, as after a crash).
+                        eprintln!("{name}: a port was taken, starting it again");
+                        break;
+                    }
+                    panic!("{name} exited with {status} while joining; log:\n{log}");
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{name} does not serve its client port; log:\n{}",
+                    m.log()
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        unreachable!()
     }
 
     pub fn endpoints(&self) -> String {
@@ -265,16 +361,22 @@ impl Cluster {
 
     /// Waits until every running member answers /health with true.
     pub fn wait_ready(&mut self, timeout: Duration) {
+        if let Err(e) = self.try_wait_ready(timeout) {
+            panic!("{e}");
+        }
+    }
+
+    fn try_wait_ready(&mut self, timeout: Duration) -> Result<(), String> {
         let deadline = Instant::now() + timeout;
         for i in 0..self.members.len() {
             loop {
                 let m = &mut self.members[i];
                 if let Some(status) = m.exited() {
-                    panic!(
+                    return Err(format!(
                         "{} exited with {status} during startup; log:\n{}",
                         m.name,
                         m.log()
-                    );
+                    ));
                 }
                 if let Some((200, body)) = m.http_get("/health") {
                     if body.contains("\"health\":\"true\"") {
@@ -282,17 +384,35 @@ impl Cluster {
                     }
                 }
                 if Instant::now() > deadline {
-                    panic!("{} not ready in {timeout:?}; log:\n{}", m.name, m.log());
+                    return Err(format!(
+                        "{} not ready in {timeout:?}; log:\n{}",
+                        m.name,
+                        m.log()
+                    ));
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
+        Ok(())
     }
 }
 
 /// etcdctl (API v3) against `endpoints`, with `stdin` fed in, killed after
 /// `timeout`.
 pub fn etcdctl(endpoints: &str, args: &[&str], stdin: Option<&str>, timeout: Duration) -> Output {
+    etcdctl_until(endpoints, args, stdin, timeout, |_| false)
+}
+
+/// As `etcdctl`, and killed as soon as `done(stdout so far)` holds (a
+/// watch, which never exits by itself). stdout and stderr are read while
+/// it runs, so any amount of output goes through.
+pub fn etcdctl_until(
+    endpoints: &str,
+    args: &[&str],
+    stdin: Option<&str>,
+    timeout: Duration,
+    mut done: impl FnMut(&[u8]) -> bool,
+) -> Output {
     let mut cmd = Command::new("etcdctl");
     cmd.env("ETCDCTL_API", "3")
         .arg(format!("--endpoints={endpoints}"))
@@ -307,22 +427,58 @@ pub fn etcdctl(endpoints: &str, args: &[&str], stdin: Option<&str>, timeout: Dur
     let mut child = cmd
         .spawn()
         .expect("etcdctl is installed (scripts/install-deps.sh)");
-    if let Some(input) = stdin {
+    let writer = stdin.map(|input| {
         let mut w = child.stdin.take().unwrap();
-        w.write_all(input.as_bytes()).unwrap();
-    }
+        let input = input.to_string();
+        // Dropped at the end: etcdctl sees end of input.
+        std::thread::spawn(move || {
+            let _ = w.write_all(input.as_bytes());
+        })
+    });
+    let stdout = std::sync::Arc::new(Mutex::new(Vec::new()));
+    let out_reader = {
+        let mut pipe = child.stdout.take().unwrap();
+        let stdout = stdout.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            loop {
+                match pipe.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => stdout.lock().unwrap().extend_from_slice(&buf[..n]),
+                }
+            }
+        })
+    };
+    let err_reader = {
+        let mut pipe = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = pipe.read_to_end(&mut buf);
+            buf
+        })
+    };
     let deadline = Instant::now() + timeout;
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            break;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
         }
-        if Instant::now() > deadline {
+        if Instant::now() > deadline || done(&stdout.lock().unwrap()) {
             let _ = child.kill();
-            break;
+            break child.wait().unwrap();
         }
         std::thread::sleep(Duration::from_millis(10));
+    };
+    out_reader.join().unwrap();
+    let stderr = err_reader.join().unwrap();
+    if let Some(w) = writer {
+        let _ = w.join();
     }
-    child.wait_with_output().unwrap()
+    let stdout = std::mem::take(&mut *stdout.lock().unwrap());
+    Output {
+        status,
+        stdout,
+        stderr,
+    }
 }
 
 /// The last `Error: ...` line etcdctl printed, if any.
