@@ -7,7 +7,7 @@
 //! `advance_append_async` ("the updates can be read by raft from the
 //! Storage"). On restart the tail is rebuilt from the durable records.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, StorageError};
@@ -46,10 +46,13 @@ impl RaftStorage {
     ///
     /// The latest snapshot marker is the base. Before a `Taken` marker the
     /// durable log may hold entries beyond its index (written before the
-    /// snapshot was taken) and, after a release, nothing at or below it; so
-    /// the entries beyond the marker's index are replayed on top of the base
-    /// in file order, wherever they sit. An `Installed` marker replaced the
-    /// whole log, so only hard states survive from before it.
+    /// snapshot was taken) and, after a release, nothing at or below it. The
+    /// records before the marker are replayed in file order into the log
+    /// as it stood (truncations included: an entry at or below the marker's
+    /// index still removes the stale entries after it), and that log's
+    /// entries beyond the marker's index go on top of the base. An
+    /// `Installed` marker replaced the whole log, so only hard states
+    /// survive from before it.
     ///
     /// A later entry at an existing index replaces it and everything after
     /// it (a follower's truncation); a gap is corruption.
@@ -73,15 +76,31 @@ impl RaftStorage {
             snap.data = descriptor.clone();
             s.apply_snapshot(snap);
             s.hard_state = HardState::default();
+            // The log as it stood when the marker was written, from the
+            // records before it in file order: an entry at index i replaces
+            // whatever the log held from i on (a follower's truncation), so
+            // an entry at or below the marker's index still cuts off the
+            // stale entries after it; an installed snapshot replaced the
+            // whole log. Of that log, what follows a taken marker's index
+            // is the tail.
+            let mut log: BTreeMap<u64, &Entry> = BTreeMap::new();
             for rec in &records[..p] {
                 match rec {
                     LogRecord::HardState(hs) => s.hard_state = hs.clone(),
-                    LogRecord::Entry(e)
-                        if *origin == SnapshotOrigin::Taken && e.index > meta.index =>
-                    {
-                        s.replay_entry(e)?
+                    LogRecord::Entry(e) => {
+                        log.split_off(&e.index);
+                        log.insert(e.index, e);
                     }
-                    _ => {}
+                    LogRecord::Snapshot {
+                        origin: SnapshotOrigin::Installed,
+                        ..
+                    } => log.clear(),
+                    LogRecord::Snapshot { .. } => {}
+                }
+            }
+            if *origin == SnapshotOrigin::Taken {
+                for e in log.range(meta.index + 1..).map(|(_, e)| *e) {
+                    s.replay_entry(e)?;
                 }
             }
             start = p + 1;
