@@ -15,6 +15,8 @@ have_cmd etcd || need+=(etcd-server)
 have_cmd etcdctl || need+=(etcd-client)
 # valgrind: ferrobench's deterministic gate counts instructions with callgrind.
 have_cmd valgrind || need+=(valgrind)
+# strace: the B+tree creation test SIGKILLs a child at a chosen write.
+have_cmd strace || need+=(strace)
 
 if [ "${#need[@]}" -gt 0 ]; then
   sudo=""

@@ -102,7 +102,11 @@ impl Db {
             .open(&path)
             .map_err(io)?;
         lock_exclusive(&file).map_err(io)?;
-        if file.metadata().map_err(io)?.len() == 0 {
+        let len = file.metadata().map_err(io)?.len();
+        if len == 0 {
+            initialize(&file, &opts, &path)?;
+        } else if interrupted_initialization(&file, &opts, len).map_err(io)? {
+            tracing::warn!(path = %path.display(), "B+tree file creation was interrupted; creating it again");
             initialize(&file, &opts, &path)?;
         }
         let Recovered {
@@ -280,6 +284,29 @@ fn initialize(file: &File, opts: &Options, path: &Path) -> Result<()> {
         File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
     }
     Ok(())
+}
+
+/// Whether the file is what a process killed inside `initialize` leaves:
+/// sized, but neither meta page written, so zeros everywhere except perhaps
+/// the empty catalog leaf at page 2 (written first). Such a file never held
+/// a commit and is created again. Anything else with two blank meta pages
+/// (a used file whose meta pages were destroyed) stays an error.
+fn interrupted_initialization(file: &File, opts: &Options, len: u64) -> std::io::Result<bool> {
+    let ps = opts.page_size as u64;
+    if len % ps != 0 || len < 2 * ps {
+        return Ok(false);
+    }
+    let mut leaf = vec![0u8; ps as usize];
+    Node::empty_leaf().encode(&mut leaf, 2, 1);
+    let mut buf = vec![0u8; ps as usize];
+    for pgid in 0..len / ps {
+        file.read_exact_at(&mut buf, pgid * ps)?;
+        let blank = buf.iter().all(|&b| b == 0);
+        if !(blank || (pgid == 2 && buf == leaf)) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Decodes a catalog value (a bucket's root link).
