@@ -35,7 +35,11 @@ fn usable(path: &Path, what: &str) {
 fn a_sized_file_of_zeros_is_created_again() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
-    std::fs::write(&path, vec![0u8; Options::default().initial_size_bytes as usize]).unwrap();
+    std::fs::write(
+        &path,
+        vec![0u8; Options::default().initial_size_bytes as usize],
+    )
+    .unwrap();
     usable(&path, "zeros");
 }
 

@@ -293,7 +293,7 @@ fn initialize(file: &File, opts: &Options, path: &Path) -> Result<()> {
 /// (a used file whose meta pages were destroyed) stays an error.
 fn interrupted_initialization(file: &File, opts: &Options, len: u64) -> std::io::Result<bool> {
     let ps = opts.page_size as u64;
-    if len % ps != 0 || len < 2 * ps {
+    if !len.is_multiple_of(ps) || len < 2 * ps {
         return Ok(false);
     }
     let mut leaf = vec![0u8; ps as usize];
