@@ -60,6 +60,14 @@ impl Wal {
         }
         let lock = lock_dir(&dir)?;
         let rec = recovery::recover(&dir, &opts, new_log_id())?;
+        // The end recovery accepted may exist only in the page cache (the
+        // previous process died before its fdatasync). It is made durable
+        // before anything is written after it: a roll would otherwise put a
+        // durable batch in the next segment behind one a power failure
+        // could still take away, and recovery would refuse the gap.
+        if let Some(last) = rec.recovery.segments.last() {
+            segment::sync_data(&last.path)?;
+        }
         let active_file = segment::open_append(&rec.active.path)?;
         let active = ActiveSegment {
             file: active_file,

@@ -261,6 +261,13 @@ pub fn open_append(path: &Path) -> Result<File> {
     Ok(file)
 }
 
+/// fdatasyncs a segment file.
+pub fn sync_data(path: &Path) -> Result<()> {
+    open_rw(path)?
+        .sync_data()
+        .map_err(|e| Error::io(path, "fdatasync segment", e))
+}
+
 pub fn open_rw(path: &Path) -> Result<File> {
     OpenOptions::new()
         .read(true)
