@@ -12,9 +12,20 @@
 //! The worker sits behind a mutex, and the raft loop applies inline only
 //! when no task is queued or running, so entries are still applied once
 //! each, in log order. Snapshots and installs always run on the worker.
+//!
+//! A snapshot (a marker without a file, or a file) is taken at the index of
+//! the last entry the worker has processed, with that entry's term and the
+//! configuration in force after it: the state machine may be ahead of that
+//! entry after a restart (its own storage is durable past the latest
+//! marker, and raft hands the entries after the marker out again, maybe in
+//! several batches), and only the entries the worker has seen tell it the
+//! term and membership of an index. A file, which holds the state machine's
+//! whole state, waits until the replay has caught up with that state. The
+//! worker counts a snapshot as its latest only once the raft loop has
+//! recorded it in the log ([`ApplyTask::SnapshotOutcome`]).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -34,6 +45,13 @@ pub(crate) enum ApplyTask {
     SnapshotNow,
     /// The periodic snapshot came due while the raft loop applied inline.
     Periodic,
+    /// What became of the snapshot at `index` the worker reported: recorded
+    /// in the log (or superseded by a newer one), or not (refused, or its
+    /// file could not be written), in which case it is due again.
+    SnapshotOutcome {
+        index: u64,
+        recorded: bool,
+    },
 }
 
 /// Entries applied before their answers are released (bounds how long the
@@ -48,8 +66,8 @@ pub(crate) const INLINE_BYTES_MAX: usize = 64 << 10;
 /// The apply worker as the raft loop sees it, whatever its state machine.
 pub(crate) trait Apply: Send {
     fn run_task(&mut self, task: ApplyTask) -> Result<(), Error>;
-    /// Applies `entries` and answers their proposers; true when the
-    /// periodic snapshot is due (take it on the worker, not inline).
+    /// Applies `entries` and answers their proposers; true when a snapshot
+    /// is due (take it on the worker, not inline).
     fn apply_entries(&mut self, entries: &[Committed]) -> Result<bool, Error>;
     fn report(&self, r: Report);
 }
@@ -143,6 +161,8 @@ fn run(
 pub(crate) enum Report {
     Applied(u64),
     SnapshotTaken(Snapshot),
+    /// The snapshot file at this index could not be written.
+    SnapshotFailed(u64),
     Failed(String),
 }
 
@@ -160,33 +180,58 @@ pub(crate) struct ApplyWorker<S: StateMachine> {
     pub waiters: Arc<Waiters>,
     pub reports: ReportTo,
     pub snapshot_interval: u64,
-    /// Index of the latest snapshot, with or without a file.
+    /// Index of the latest snapshot recorded in the log (or restored, or
+    /// installed), with or without a file.
     pub last_snapshot: u64,
-    /// Index of the latest snapshot file taken here.
+    /// Index of the latest snapshot file recorded (or restored, installed).
     pub last_file_snapshot: u64,
-    /// Configuration and term as of the applied index, for snapshots.
-    pub conf: ConfState,
+    /// Index of the last entry processed (or of the snapshot the worker
+    /// started from or installed): `term` and `conf` are as of this index.
+    pub processed: u64,
+    /// Term of entry `processed`.
     pub term: u64,
-    /// A snapshot file is being written (one at a time).
-    pub writing: Arc<AtomicBool>,
+    /// Configuration in force after entry `processed`.
+    pub conf: ConfState,
+    /// A snapshot reported (or being written) whose outcome the raft loop
+    /// has not told yet: its index, and whether it is a file. One at a time.
+    pub in_flight: Option<(u64, bool)>,
+    /// A follower needs a snapshot file that could not be taken yet (the
+    /// state machine is ahead of `processed`, or another is in flight).
+    pub file_wanted: bool,
 }
 
 impl<S: StateMachine> Apply for ApplyWorker<S> {
     fn run_task(&mut self, task: ApplyTask) -> Result<(), Error> {
         match task {
             ApplyTask::Apply(entries) => {
-                if self.apply_entries(&entries)? {
-                    self.periodic_snapshot()?;
-                }
-                Ok(())
+                self.apply_entries(&entries)?;
+                self.due_snapshot()
             }
             ApplyTask::Install(snap) => self.install(&snap),
-            ApplyTask::SnapshotNow => self.snapshot(),
-            ApplyTask::Periodic => {
-                if self.snapshot_due() {
-                    self.periodic_snapshot()?;
+            ApplyTask::SnapshotNow => {
+                self.file_wanted = true;
+                self.due_snapshot()
+            }
+            ApplyTask::Periodic => self.due_snapshot(),
+            ApplyTask::SnapshotOutcome { index, recorded } => {
+                if self.in_flight.is_none_or(|(taken, _)| taken != index) {
+                    return Ok(());
                 }
-                Ok(())
+                let (_, file) = self.in_flight.take().unwrap();
+                if !recorded {
+                    // Due again with the next batch (or, for a file, the
+                    // follower's next request), not right now: a refusal
+                    // must not turn into a loop.
+                    self.file_wanted |= file;
+                    return Ok(());
+                }
+                self.last_snapshot = self.last_snapshot.max(index);
+                if file {
+                    self.last_file_snapshot = self.last_file_snapshot.max(index);
+                }
+                // One may have come due meanwhile (a file a follower asked
+                // for, or the next interval).
+                self.due_snapshot()
             }
         }
     }
@@ -205,10 +250,15 @@ impl<S: StateMachine> Apply for ApplyWorker<S> {
                 .sm
                 .apply(e)
                 .map_err(|err| Error::StateMachine(format!("entry {}: {err}", e.index)))?;
-            if let Payload::Membership { conf_state, .. } = &e.payload {
-                self.conf = conf_state.clone();
+            // Entries at or below the snapshot the worker started from are
+            // already reflected in its term and configuration.
+            if e.index > self.processed {
+                if let Payload::Membership { conf_state, .. } = &e.payload {
+                    self.conf = conf_state.clone();
+                }
+                self.term = e.term;
+                self.processed = e.index;
             }
-            self.term = e.term;
             if replay {
                 continue;
             }
@@ -246,8 +296,30 @@ impl<S: StateMachine> ApplyWorker<S> {
         }
     }
 
+    /// The state machine's state is the state at `processed` (not ahead of
+    /// it, replaying entries it already holds): a file can be taken.
+    fn caught_up(&self) -> bool {
+        self.sm.applied_index() == self.processed
+    }
+
+    /// Whether a snapshot is to be taken now: a file a follower needs, or
+    /// the periodic one every `snapshot_interval` processed entries (the
+    /// state machine must hold the state at `processed` to make it durable).
     fn snapshot_due(&self) -> bool {
-        self.sm.applied_index() >= self.last_snapshot + self.snapshot_interval
+        self.in_flight.is_none()
+            && ((self.file_wanted && self.caught_up())
+                || (self.processed >= self.last_snapshot + self.snapshot_interval
+                    && self.sm.applied_index() >= self.processed))
+    }
+
+    fn due_snapshot(&mut self) -> Result<(), Error> {
+        if !self.snapshot_due() {
+            return Ok(());
+        }
+        if self.file_wanted && self.caught_up() {
+            return self.snapshot();
+        }
+        self.periodic_snapshot()
     }
 
     /// Every `snapshot_interval` entries: a marker without a file when the
@@ -260,13 +332,18 @@ impl<S: StateMachine> ApplyWorker<S> {
             ))
         })?;
         if !durable {
+            self.file_wanted = true;
             return self.snapshot();
         }
-        let applied = self.sm.applied_index();
+        // The state machine's storage holds the state at its applied index,
+        // at or past `processed`: the log up to `processed` may go, and the
+        // entries after it are replayed (and skipped up to the applied
+        // index) after a restart.
+        let index = self.processed;
         let mut snap = Snapshot::default();
-        snap.set_metadata(snapshot_metadata(applied, self.term, self.conf.clone()));
+        snap.set_metadata(snapshot_metadata(index, self.term, self.conf.clone()));
         snap.data = Descriptor::LOCAL.encode();
-        self.last_snapshot = applied;
+        self.in_flight = Some((index, false));
         (self.reports)(Report::SnapshotTaken(snap));
         Ok(())
     }
@@ -280,6 +357,7 @@ impl<S: StateMachine> ApplyWorker<S> {
             .map_err(|e| Error::StateMachine(format!("restoring snapshot {}: {e}", meta.index)))?;
         self.conf = meta.get_conf_state().clone();
         self.term = meta.term;
+        self.processed = meta.index;
         self.last_snapshot = meta.index;
         self.last_file_snapshot = meta.index;
         (self.reports)(Report::Applied(meta.index));
@@ -287,54 +365,267 @@ impl<S: StateMachine> ApplyWorker<S> {
     }
 
     /// Captures the state now and writes the file on a thread of its own,
-    /// so applying goes on meanwhile. One snapshot at a time; a trigger
-    /// while one is being written is dropped (the next one comes soon).
+    /// so applying goes on meanwhile. The file is taken at `processed`,
+    /// with its term and configuration, once the state machine's state is
+    /// the state there (`caught_up`); until then, and while another
+    /// snapshot is in flight, the request waits (`file_wanted`).
     fn snapshot(&mut self) -> Result<(), Error> {
-        let applied = self.sm.applied_index();
-        if applied <= self.last_file_snapshot || self.writing.swap(true, Ordering::SeqCst) {
+        let index = self.processed;
+        if index <= self.last_file_snapshot {
+            // The latest file is at this index already.
+            self.file_wanted = false;
             return Ok(());
         }
-        let meta = snapshot_metadata(applied, self.term, self.conf.clone());
-        let image = match self.sm.snapshot() {
-            Ok(image) => image,
-            Err(e) => {
-                self.writing.store(false, Ordering::SeqCst);
-                return Err(Error::StateMachine(format!(
-                    "capturing a snapshot at {applied}: {e}"
-                )));
-            }
-        };
-        self.last_snapshot = applied;
-        self.last_file_snapshot = applied;
-        let (snaps, reports, writing, id) = (
-            self.snaps.clone(),
-            Arc::clone(&self.reports),
-            Arc::clone(&self.writing),
-            self.id,
-        );
+        if self.in_flight.is_some() || !self.caught_up() {
+            self.file_wanted = true;
+            return Ok(());
+        }
+        let meta = snapshot_metadata(index, self.term, self.conf.clone());
+        let image = self
+            .sm
+            .snapshot()
+            .map_err(|e| Error::StateMachine(format!("capturing a snapshot at {index}: {e}")))?;
+        self.file_wanted = false;
+        self.in_flight = Some((index, true));
+        let (snaps, reports, id) = (self.snaps.clone(), Arc::clone(&self.reports), self.id);
         let spawned = std::thread::Builder::new()
             .name(format!("raft-snapshot-{id:x}"))
-            .spawn(move || {
-                match snaps.save(&meta, image) {
-                    Ok(snap) => {
-                        tracing::debug!(
-                            id = format!("{id:x}"),
-                            index = applied,
-                            "snapshot written"
-                        );
-                        reports(Report::SnapshotTaken(snap));
-                    }
-                    // Not fatal: the log is kept until a later snapshot succeeds.
-                    Err(e) => {
-                        tracing::error!(id = format!("{id:x}"), "writing snapshot {applied}: {e}")
-                    }
+            .spawn(move || match snaps.save(&meta, image) {
+                Ok(snap) => {
+                    tracing::debug!(id = format!("{id:x}"), index, "snapshot written");
+                    reports(Report::SnapshotTaken(snap));
                 }
-                writing.store(false, Ordering::SeqCst);
+                // Not fatal: the log is kept until a later snapshot succeeds.
+                Err(e) => {
+                    tracing::error!(id = format!("{id:x}"), "writing snapshot {index}: {e}");
+                    reports(Report::SnapshotFailed(index));
+                }
             });
         if let Err(e) = spawned {
-            self.writing.store(false, Ordering::SeqCst);
+            self.in_flight = None;
             return Err(e.into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{self, Read};
+    use std::time::Duration;
+
+    use crossbeam_channel::Receiver;
+
+    use super::*;
+    use crate::state_machine::{ApplyError, MembershipChange, SnapshotImage};
+
+    /// A state machine at `applied` (ahead of the worker after a restart
+    /// when its storage is durable ahead of the latest marker).
+    struct Sm {
+        applied: u64,
+        durable: bool,
+    }
+
+    impl StateMachine for Sm {
+        fn apply(&mut self, e: &Committed) -> Result<Bytes, ApplyError> {
+            self.applied = self.applied.max(e.index);
+            Ok(Bytes::new())
+        }
+        fn applied_index(&self) -> u64 {
+            self.applied
+        }
+        fn snapshot(&mut self) -> std::io::Result<SnapshotImage> {
+            let a = self.applied;
+            Ok(Box::new(move |out| out.write_all(&a.to_le_bytes())))
+        }
+        fn make_durable(&mut self) -> std::io::Result<bool> {
+            Ok(self.durable)
+        }
+        fn restore_snapshot(&mut self, input: &mut dyn Read, index: u64, _: u64) -> io::Result<()> {
+            let mut b = [0u8; 8];
+            input.read_exact(&mut b)?;
+            self.applied = index;
+            Ok(())
+        }
+    }
+
+    fn conf(voters: &[u64], learners: &[u64]) -> ConfState {
+        let mut cs = ConfState::default();
+        cs.voters = voters.to_vec();
+        cs.learners = learners.to_vec();
+        cs
+    }
+
+    /// A worker that processed up to the snapshot at 10 (term 1, voter 1),
+    /// over a state machine at `sm_applied`, a snapshot every 5 entries.
+    fn worker(
+        dir: &std::path::Path,
+        sm_applied: u64,
+        durable: bool,
+    ) -> (ApplyWorker<Sm>, Receiver<Report>) {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let w = ApplyWorker {
+            id: 1,
+            sm: Sm {
+                applied: sm_applied,
+                durable,
+            },
+            snaps: SnapDir::open(dir).unwrap(),
+            waiters: Default::default(),
+            reports: Arc::new(move |r| {
+                let _ = tx.send(r);
+            }),
+            snapshot_interval: 5,
+            last_snapshot: 10,
+            last_file_snapshot: 0,
+            processed: 10,
+            term: 1,
+            conf: conf(&[1], &[]),
+            in_flight: None,
+            file_wanted: false,
+        };
+        (w, rx)
+    }
+
+    fn entry(index: u64, term: u64) -> Committed {
+        Committed {
+            index,
+            term,
+            proposal: None,
+            payload: Payload::Empty,
+        }
+    }
+
+    fn add_learner(index: u64, term: u64, cs: ConfState) -> Committed {
+        Committed {
+            index,
+            term,
+            proposal: None,
+            payload: Payload::Membership {
+                change: MembershipChange::AddLearner {
+                    id: 7,
+                    peer_url: "http://127.0.0.1:9".into(),
+                },
+                conf_state: cs,
+            },
+        }
+    }
+
+    /// Hands `entries` out one per batch; returns the snapshots reported.
+    fn replay(
+        w: &mut ApplyWorker<Sm>,
+        rx: &Receiver<Report>,
+        entries: Vec<Committed>,
+    ) -> Vec<Snapshot> {
+        let mut taken = Vec::new();
+        for e in entries {
+            w.run_task(ApplyTask::Apply(vec![e])).unwrap();
+            taken.extend(rx.try_iter().filter_map(|r| match r {
+                Report::SnapshotTaken(s) => Some(s),
+                _ => None,
+            }));
+        }
+        taken
+    }
+
+    fn meta_of(s: &Snapshot) -> (u64, u64, ConfState) {
+        let m = s.get_metadata();
+        (m.index, m.term, m.get_conf_state().clone())
+    }
+
+    /// The state machine is durable at 20; the entries after the marker at
+    /// 10 come again one per batch, a learner added at 15 in term 2. The
+    /// markers name the entries the worker processed, with their term and
+    /// configuration, never the state machine's index 20 with the
+    /// configuration of an earlier entry.
+    #[test]
+    fn markers_during_a_replay_name_the_processed_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut w, rx) = worker(dir.path(), 20, true);
+        let with_learner = conf(&[1], &[7]);
+        let mut entries: Vec<Committed> = (11..=14).map(|i| entry(i, 1)).collect();
+        entries.push(add_learner(15, 2, with_learner.clone()));
+        let taken = replay(&mut w, &rx, entries);
+        assert_eq!(taken.len(), 1);
+        assert_eq!(meta_of(&taken[0]), (15, 2, with_learner.clone()));
+        assert!(is_local_snapshot(&taken[0]));
+
+        // No second marker while the first is in flight.
+        let taken = replay(&mut w, &rx, (16..=20).map(|i| entry(i, 2)).collect());
+        assert!(taken.is_empty());
+        w.run_task(ApplyTask::SnapshotOutcome {
+            index: 15,
+            recorded: true,
+        })
+        .unwrap();
+        assert_eq!(w.last_snapshot, 15);
+        // Due again since 20: taken as soon as the first is recorded.
+        let taken: Vec<Snapshot> = rx
+            .try_iter()
+            .filter_map(|r| match r {
+                Report::SnapshotTaken(s) => Some(s),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(taken.len(), 1);
+        assert_eq!(meta_of(&taken[0]), (20, 2, with_learner));
+    }
+
+    fn is_local_snapshot(s: &Snapshot) -> bool {
+        crate::snapshot::is_local(s)
+    }
+
+    /// A marker the raft loop refuses is not counted: the next batch takes
+    /// one again, instead of waiting another interval.
+    #[test]
+    fn a_refused_marker_is_due_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut w, rx) = worker(dir.path(), 10, true);
+        let taken = replay(&mut w, &rx, (11..=15).map(|i| entry(i, 1)).collect());
+        assert_eq!(taken.len(), 1);
+        w.run_task(ApplyTask::SnapshotOutcome {
+            index: 15,
+            recorded: false,
+        })
+        .unwrap();
+        assert_eq!(w.last_snapshot, 10);
+        assert_eq!(rx.try_iter().count(), 0, "not retaken at once");
+        let taken = replay(&mut w, &rx, vec![entry(16, 1)]);
+        assert_eq!(taken.len(), 1);
+        assert_eq!(taken[0].get_metadata().index, 16);
+    }
+
+    /// A follower asks for a snapshot file while the worker replays entries
+    /// the state machine already holds (a leader right after a restart):
+    /// the file waits until the replay reaches the state machine's index,
+    /// and then carries the term and configuration of that index.
+    #[test]
+    fn a_file_waits_for_the_replay_and_carries_its_index_configuration() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut w, rx) = worker(dir.path(), 13, true);
+        w.run_task(ApplyTask::SnapshotNow).unwrap();
+        let with_learner = conf(&[1], &[7]);
+        let entries = vec![
+            entry(11, 1),
+            entry(12, 2),
+            add_learner(13, 2, with_learner.clone()),
+        ];
+        let mut taken = replay(&mut w, &rx, entries);
+        assert!(w.in_flight.is_some(), "the file is taken once caught up");
+        // The file is written on a thread of its own.
+        if taken.is_empty() {
+            match rx.recv_timeout(Duration::from_secs(30)) {
+                Ok(Report::SnapshotTaken(s)) => taken.push(s),
+                _ => panic!("no snapshot file written"),
+            }
+        }
+        assert_eq!(taken.len(), 1);
+        assert!(!is_local_snapshot(&taken[0]));
+        assert_eq!(meta_of(&taken[0]), (13, 2, with_learner));
+        let (m, _) = w
+            .snaps
+            .open_payload(&w.snaps.path_of(13, 2))
+            .expect("the file is named by its index and term");
+        assert_eq!((m.index, m.term), (13, 2));
     }
 }

@@ -285,9 +285,13 @@ impl Node {
             snapshot_interval: cfg.raft.snapshot_interval_entries,
             last_snapshot,
             last_file_snapshot,
-            conf,
+            // The snapshot the state machine starts from: its term and
+            // configuration are known; raft hands out the entries after it.
+            processed: last_snapshot,
             term,
-            writing: Default::default(),
+            conf,
+            in_flight: None,
+            file_wanted: false,
         };
         let mut threads = Vec::new();
         let (apply, apply_thread) = ApplyQueue::start(Box::new(worker), id, cfg.apply_queue_max)?;
@@ -610,10 +614,17 @@ impl RaftLoop {
             Completion::LogFailed(why) => self.fatal = Some(format!("raft log: {why}")),
             Completion::Apply(Report::Applied(index)) => self.core.on_applied(index),
             Completion::Apply(Report::SnapshotTaken(snap)) => {
-                if let Err(e) = self.core.on_snapshot_taken(snap) {
-                    tracing::warn!("snapshot not recorded: {e}");
-                }
+                let index = snap.get_metadata().index;
+                let recorded = match self.core.on_snapshot_taken(snap) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::warn!("snapshot not recorded: {e}");
+                        false
+                    }
+                };
+                self.snapshot_outcome(index, recorded);
             }
+            Completion::Apply(Report::SnapshotFailed(index)) => self.snapshot_outcome(index, false),
             Completion::Apply(Report::Failed(why)) => {
                 self.fatal = Some(format!("state machine: {why}"))
             }
@@ -711,6 +722,16 @@ impl RaftLoop {
 
     fn apply(&self) -> Result<&ApplyQueue> {
         self.apply.as_ref().ok_or(Error::Stopped)
+    }
+
+    /// Tells the apply worker what became of the snapshot it reported.
+    fn snapshot_outcome(&mut self, index: u64, recorded: bool) {
+        let told = self
+            .apply()
+            .and_then(|a| a.send(ApplyTask::SnapshotOutcome { index, recorded }));
+        if let Err(e) = told {
+            self.fatal.get_or_insert_with(|| e.to_string());
+        }
     }
 
     /// Makes `batch` durable: here and now when the loop is `quiet` and no
