@@ -97,3 +97,10 @@ mvcc-crash-soak: deps
 .PHONY: server-soak
 server-soak: deps
 	SERVER_CRASH_KILLS=60 $(CARGO) test --release -p server --test cluster_crash -- --nocapture
+
+# ferrokv SIGKILLed at the n-th call of each durability syscall (strace
+# fault injection), every n the member reaches (server/tests/syscall_kills.rs;
+# 733 points, about 6 minutes; `make test` runs 114 of them).
+.PHONY: server-sweep
+server-sweep: deps
+	SERVER_SWEEP_FULL=1 $(CARGO) test --release -p server --test syscall_kills -- --nocapture

@@ -493,3 +493,180 @@ pub fn etcdctl_error(out: &Output) -> Option<String> {
 pub fn data_path(dir: &Path, name: &str) -> PathBuf {
     dir.join(name)
 }
+
+impl Member {
+    /// The member of a one-member cluster (not started yet): data dir
+    /// `<dir>/<name>.data`, log `<dir>/<name>.log`, fresh ports.
+    pub fn single(kind: Kind, dir: &Path, name: &str, extra: &[&str]) -> Member {
+        let (client_port, peer_port) = (free_port(), free_port());
+        let data_dir = dir.join(format!("{name}.data"));
+        let mut args: Vec<String> = vec![
+            format!("--name={name}"),
+            format!("--data-dir={}", data_dir.display()),
+            format!("--listen-client-urls=http://127.0.0.1:{client_port}"),
+            format!("--advertise-client-urls=http://127.0.0.1:{client_port}"),
+            format!("--listen-peer-urls=http://127.0.0.1:{peer_port}"),
+            format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}"),
+            format!("--initial-cluster={name}=http://127.0.0.1:{peer_port}"),
+            "--initial-cluster-state=new".to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Member {
+            kind,
+            name: name.to_string(),
+            client_port,
+            peer_port,
+            data_dir,
+            log_path: dir.join(format!("{name}.log")),
+            args,
+            child: None,
+        }
+    }
+
+    /// Starts the process as `wrapper[0] wrapper[1..] <binary> <flags>`
+    /// (under a tracer such as strace), with the same log. The process
+    /// `Member` holds (and `kill` and `Drop` end) is the wrapper; end the
+    /// wrapped server with `kill_tree`.
+    pub fn start_under(&mut self, wrapper: &[String]) {
+        assert!(self.child.is_none(), "{} already running", self.name);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("open log");
+        let child = Command::new(&wrapper[0])
+            .args(&wrapper[1..])
+            .arg(self.kind.binary())
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {wrapper:?}: {e}"));
+        self.child = Some(child);
+    }
+
+    /// Appends a line to the member's log (to tell its runs apart).
+    pub fn log_note(&self, note: &str) {
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+        {
+            let _ = writeln!(f, "=== {note}");
+        }
+    }
+
+    /// SIGKILL to the process's children (a wrapped server), then to the
+    /// process itself; reaps it.
+    /// Returns once the children are dead (their files closed).
+    pub fn kill_tree(&mut self) {
+        let children = match &self.child {
+            Some(c) => child_pids(c.id()),
+            None => Vec::new(),
+        };
+        for &pid in &children {
+            // SAFETY: kill(2) with a pid read from /proc; no memory involved.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGKILL);
+            }
+        }
+        self.kill();
+        for pid in children {
+            wait_dead(pid);
+        }
+    }
+
+    /// The pid of the started process (the wrapper's under `start_under`).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Waits until the member answers /health with true. `Err` with the
+    /// exit status if it exits first, or `Err(None)` after `timeout`.
+    pub fn wait_healthy(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<(), Option<std::process::ExitStatus>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.exited() {
+                return Err(Some(status));
+            }
+            if let Some((200, body)) = self.http_get("/health") {
+                if body.contains("\"health\":\"true\"") {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(None);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// The pids whose parent is `pid` (from /proc/<pid>/stat).
+pub fn child_pids(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...; comm may hold spaces and parentheses.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// Waits until process `pid` is gone, or a zombie with no thread left but
+/// its leader (then every thread has closed its files and released its
+/// locks). Panics after 30 s.
+pub fn wait_dead(pid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| Some(s.rsplit_once(')')?.1.split_whitespace().next()?.to_string()));
+        let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        match state.as_deref() {
+            None => return,
+            Some("Z") if threads <= 1 => return,
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "pid {pid} survives SIGKILL");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Waits until nobody holds a flock on `path` (if it exists): the
+/// precondition for a process that takes it. Panics after 30 s.
+pub fn wait_flock_free(path: &Path) {
+    use std::os::fd::AsRawFd;
+    let Ok(f) = std::fs::File::open(path) else {
+        return;
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // SAFETY: flock(2) on a descriptor `f` owns; closing `f` releases it.
+    while unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{} stays locked by another process",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
