@@ -46,6 +46,21 @@ fn opts() -> wal::Options {
 /// 2 — not the stale 11..=15 of term 1, which would make the node's log
 /// look older than it is and let it vote for a candidate that lacks the
 /// committed entry 10.
+/// The periodic snapshot at entry 10 (term 2), a marker without a file,
+/// and the hard state written after it, as `Core::on_snapshot_taken` does.
+fn take_marker_at_10(store: &WalStore, cs: &ConfState) {
+    store
+        .append_sync(&[
+            LogRecord::Snapshot {
+                origin: SnapshotOrigin::Taken,
+                meta: snapshot_metadata(10, 2, cs.clone()),
+                descriptor: Descriptor::LOCAL.encode(),
+            },
+            hs(2, 10),
+        ])
+        .unwrap();
+}
+
 #[test]
 fn a_truncating_append_before_a_taken_marker_stays_truncated_after_restart() {
     let dir = tempfile::tempdir().unwrap();
@@ -63,16 +78,7 @@ fn a_truncating_append_before_a_taken_marker_stays_truncated_after_restart() {
             .unwrap();
         // Core::on_snapshot_taken: marker at the applied index, then the
         // hard state (commit 10 by now).
-        store
-            .append_sync(&[
-                LogRecord::Snapshot {
-                    origin: SnapshotOrigin::Taken,
-                    meta: snapshot_metadata(10, 2, cs.clone()),
-                    descriptor: Descriptor::LOCAL.encode(),
-                },
-                hs(2, 10),
-            ])
-            .unwrap();
+        take_marker_at_10(&store, &cs);
     }
     let (_store, records) = WalStore::open(dir.path(), opts()).unwrap();
     let s = RaftStorage::recover(&records).unwrap();
@@ -142,16 +148,7 @@ fn entries_an_installed_snapshot_replaced_stay_gone_after_a_taken_marker() {
                 hs(2, 8),
             ])
             .unwrap();
-        store
-            .append_sync(&[
-                LogRecord::Snapshot {
-                    origin: SnapshotOrigin::Taken,
-                    meta: snapshot_metadata(10, 2, cs.clone()),
-                    descriptor: Descriptor::LOCAL.encode(),
-                },
-                hs(2, 10),
-            ])
-            .unwrap();
+        take_marker_at_10(&store, &cs);
     }
     let (_store, records) = WalStore::open(dir.path(), opts()).unwrap();
     let s = RaftStorage::recover(&records).unwrap();

@@ -104,6 +104,28 @@ pub struct Member {
     child: Option<Child>,
 }
 
+/// etcd's flags for a member on loopback: its name, data dir, client and
+/// peer URLs, the initial cluster and its state (`new` or `existing`).
+pub fn member_args(
+    name: &str,
+    data_dir: &Path,
+    client_port: u16,
+    peer_port: u16,
+    initial_cluster: &str,
+    state: &str,
+) -> Vec<String> {
+    vec![
+        format!("--name={name}"),
+        format!("--data-dir={}", data_dir.display()),
+        format!("--listen-client-urls=http://127.0.0.1:{client_port}"),
+        format!("--advertise-client-urls=http://127.0.0.1:{client_port}"),
+        format!("--listen-peer-urls=http://127.0.0.1:{peer_port}"),
+        format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}"),
+        format!("--initial-cluster={initial_cluster}"),
+        format!("--initial-cluster-state={state}"),
+    ]
+}
+
 impl Member {
     pub fn endpoint(&self) -> String {
         format!("127.0.0.1:{}", self.client_port)
@@ -122,20 +144,7 @@ impl Member {
 
     /// Starts the process (again, with the same flags and data dir).
     pub fn start(&mut self) {
-        assert!(self.child.is_none(), "{} already running", self.name);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log_path)
-            .expect("open log");
-        let child = Command::new(self.kind.binary())
-            .args(&self.args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {:?}: {e}", self.kind));
-        self.child = Some(child);
+        self.start_under(&[]);
     }
 
     /// SIGKILL, then reap.
@@ -253,16 +262,14 @@ impl Cluster {
         for (i, &(client_port, peer_port)) in ports.iter().enumerate() {
             let name = format!("m{i}");
             let data_dir = dir.path().join(format!("{name}.data"));
-            let mut args: Vec<String> = vec![
-                format!("--name={name}"),
-                format!("--data-dir={}", data_dir.display()),
-                format!("--listen-client-urls=http://127.0.0.1:{client_port}"),
-                format!("--advertise-client-urls=http://127.0.0.1:{client_port}"),
-                format!("--listen-peer-urls=http://127.0.0.1:{peer_port}"),
-                format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}"),
-                format!("--initial-cluster={initial_cluster}"),
-                "--initial-cluster-state=new".to_string(),
-            ];
+            let mut args = member_args(
+                &name,
+                &data_dir,
+                client_port,
+                peer_port,
+                &initial_cluster,
+                "new",
+            );
             args.extend(extra.iter().map(|s| s.to_string()));
             members.push(Member {
                 kind,
@@ -304,16 +311,14 @@ impl Cluster {
         let initial_cluster = self.initial_cluster_with(name, peer_port);
         for attempt in 1..=ATTEMPTS {
             let client_port = free_port();
-            let mut args: Vec<String> = vec![
-                format!("--name={name}"),
-                format!("--data-dir={}", data_dir.display()),
-                format!("--listen-client-urls=http://127.0.0.1:{client_port}"),
-                format!("--advertise-client-urls=http://127.0.0.1:{client_port}"),
-                format!("--listen-peer-urls=http://127.0.0.1:{peer_port}"),
-                format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}"),
-                format!("--initial-cluster={initial_cluster}"),
-                "--initial-cluster-state=existing".to_string(),
-            ];
+            let mut args = member_args(
+                name,
+                &data_dir,
+                client_port,
+                peer_port,
+                &initial_cluster,
+                "existing",
+            );
             args.extend(extra.iter().map(|s| s.to_string()));
             let log_path = self.dir.path().join(format!("{name}.{attempt}.log"));
             let mut m = Member {
@@ -500,16 +505,14 @@ impl Member {
     pub fn single(kind: Kind, dir: &Path, name: &str, extra: &[&str]) -> Member {
         let (client_port, peer_port) = (free_port(), free_port());
         let data_dir = dir.join(format!("{name}.data"));
-        let mut args: Vec<String> = vec![
-            format!("--name={name}"),
-            format!("--data-dir={}", data_dir.display()),
-            format!("--listen-client-urls=http://127.0.0.1:{client_port}"),
-            format!("--advertise-client-urls=http://127.0.0.1:{client_port}"),
-            format!("--listen-peer-urls=http://127.0.0.1:{peer_port}"),
-            format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}"),
-            format!("--initial-cluster={name}=http://127.0.0.1:{peer_port}"),
-            "--initial-cluster-state=new".to_string(),
-        ];
+        let mut args = member_args(
+            name,
+            &data_dir,
+            client_port,
+            peer_port,
+            &format!("{name}=http://127.0.0.1:{peer_port}"),
+            "new",
+        );
         args.extend(extra.iter().map(|s| s.to_string()));
         Member {
             kind,
@@ -527,6 +530,7 @@ impl Member {
     /// (under a tracer such as strace), with the same log. The process
     /// `Member` holds (and `kill` and `Drop` end) is the wrapper; end the
     /// wrapped server with `kill_tree`.
+    /// An empty `wrapper` starts the binary itself.
     pub fn start_under(&mut self, wrapper: &[String]) {
         assert!(self.child.is_none(), "{} already running", self.name);
         let log = std::fs::OpenOptions::new()
@@ -534,15 +538,17 @@ impl Member {
             .append(true)
             .open(&self.log_path)
             .expect("open log");
-        let child = Command::new(&wrapper[0])
-            .args(&wrapper[1..])
-            .arg(self.kind.binary())
+        let binary = std::ffi::OsString::from(self.kind.binary());
+        let mut argv: Vec<std::ffi::OsString> = wrapper.iter().map(Into::into).collect();
+        argv.push(binary);
+        let child = Command::new(&argv[0])
+            .args(&argv[1..])
             .args(&self.args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
-            .unwrap_or_else(|e| panic!("spawn {wrapper:?}: {e}"));
+            .unwrap_or_else(|e| panic!("spawn {argv:?}: {e}"));
         self.child = Some(child);
     }
 
