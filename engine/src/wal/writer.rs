@@ -236,6 +236,7 @@ impl WriterCore {
             self.active.offset
         };
         assert!(self.active.offset + piece.buf.len() as u64 <= self.active.segment_bytes);
+        pad_to_page(&mut piece.buf, self.active.offset, self.active.segment_bytes);
         let job = WriteJob {
             fd: self.active.file.as_raw_fd(),
             offset,
@@ -406,4 +407,23 @@ impl WriterCore {
             complete_all(waiters, &Outcome::Failed(Arc::clone(why)));
         }
     }
+}
+
+/// The page size the write pattern is aligned to.
+const PAGE_BYTES: u64 = 4096;
+
+/// Extends a batch written at `offset` with zeros to the end of its last
+/// page (not past the segment). The segment holds zeros there already, so
+/// the file's contents do not change; but the write then covers every new
+/// page it touches completely. A write that covers only part of a page
+/// that is not in the page cache makes the kernel read that page from the
+/// disk first, synchronously (the segment's pages are zero-filled, written
+/// extents, and `drop_cache` keeps them out of the cache): one disk read
+/// per batch that starts a new page — every batch, with 4 KiB records.
+/// The page a batch starts in was covered by the previous write, so it is
+/// cached; the padding is never counted in the segment's offset.
+fn pad_to_page(buf: &mut Vec<u8>, offset: u64, segment_bytes: u64) {
+    let end = offset + buf.len() as u64;
+    let padded = end.next_multiple_of(PAGE_BYTES).min(segment_bytes);
+    buf.resize(buf.len() + (padded.max(end) - end) as usize, 0);
 }
