@@ -236,7 +236,11 @@ impl WriterCore {
             self.active.offset
         };
         assert!(self.active.offset + piece.buf.len() as u64 <= self.active.segment_bytes);
-        pad_to_page(&mut piece.buf, self.active.offset, self.active.segment_bytes);
+        pad_to_page(
+            &mut piece.buf,
+            self.active.offset,
+            self.active.segment_bytes,
+        );
         let job = WriteJob {
             fd: self.active.file.as_raw_fd(),
             offset,
